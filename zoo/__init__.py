@@ -42,10 +42,13 @@ for _module in FAMILY_MODULES:
 
 def info(name: str) -> dict:
     """The registered facts of a variant: family, modality, token spec, upstream source."""
+    import torch
+
     from registry import variant_info
 
     meta = variant_info(name)
-    tok = create_tokenizer(name)
+    with torch.device("meta"):  # the spec needs the architecture, not weights: build without memory
+        tok = create_tokenizer(name)
     return {
         "name": name,
         "family": meta.family,
