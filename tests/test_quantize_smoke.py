@@ -1,0 +1,46 @@
+"""Every quantizer round-trips: decode(encode(z)) equals the eval-mode forward(z).quantized exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zoo.layers.quantize import (
+    BSQ,
+    FSQ,
+    LFQ,
+    GroupedBinary,
+    GroupVQ,
+    Quantizer,
+    ResidualVQ,
+    VectorQuantizer,
+)
+
+
+def _cases() -> list[tuple[str, Quantizer]]:
+    torch.manual_seed(0)
+    return [
+        ("vq-euclidean", VectorQuantizer(512, 16)),
+        ("vq-cosine", VectorQuantizer(512, 16, metric="cosine")),
+        ("vq-l2-codes", VectorQuantizer(512, 16, normalize_codes=True)),
+        ("rvq", ResidualVQ(4, 256, 16)),
+        ("group-vq", GroupVQ(2, 64, 16)),
+        ("fsq", FSQ([8, 8, 8, 5, 5, 5])),
+        ("fsq-s3v2", FSQ([3] * 8, bound="scaled_tanh", tanh_scale=0.9990000128746033)),
+        ("lfq", LFQ(18)),
+        ("bsq", BSQ(14)),
+        ("grouped-binary", GroupedBinary(128, 16)),
+    ]
+
+
+@pytest.mark.parametrize(("name", "quantizer"), _cases(), ids=[name for name, _ in _cases()])
+def test_decode_of_encode_equals_eval_forward(name: str, quantizer: Quantizer) -> None:
+    quantizer.eval()
+    z = torch.randn(2, 7, quantizer.dim) * 2
+    out = quantizer(z)
+    ids = quantizer.encode(z)
+    assert ids.dtype == torch.int64
+    assert torch.equal(ids, out.ids)
+    codes = quantizer.decode(ids)
+    assert codes.shape == z.shape
+    assert torch.equal(codes, out.quantized)
