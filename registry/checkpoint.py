@@ -145,8 +145,14 @@ def dig(obj: Any, container: Iterable[str] | None, where: str = "checkpoint") ->
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """load_state_dict that names every missing, unexpected and mis-shaped key in one error."""
+def load_state_strict(
+    module: torch.nn.Module, state: dict[str, torch.Tensor], where: str, assign: bool = False
+) -> None:
+    """load_state_dict that names every missing, unexpected and mis-shaped key in one error.
+
+    `assign=True` takes the given tensors instead of copying them (a model built on the meta device
+    is filled without holding two copies of the weights).
+    """
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -167,4 +173,4 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], w
             f"{where} does not fit the model its config.json describes: " + " | ".join(problems)
             + ". The checkpoint was altered or belongs to another variant; re-download or re-convert it."
         )
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
