@@ -9,9 +9,12 @@ from zoo.layers.quantize import (
     BSQ,
     FSQ,
     LFQ,
+    DualCodebookVQ,
     GroupedBinary,
     GroupVQ,
+    MultiScaleResidualVQ,
     Quantizer,
+    ResidualLFQ,
     ResidualVQ,
     VectorQuantizer,
 )
@@ -30,7 +33,20 @@ def _cases() -> list[tuple[str, Quantizer]]:
         ("lfq", LFQ(18)),
         ("bsq", BSQ(14)),
         ("grouped-binary", GroupedBinary(128, 16)),
+        ("residual-lfq-moss", ResidualLFQ(4, 64, 32, 8, input_dim=24, output_dim=20)),
+        ("dual-codebook", DualCodebookVQ(300, 12, 4)),
     ]
+
+
+def test_multiscale_round_trip() -> None:
+    torch.manual_seed(0)
+    quantizer = MultiScaleResidualVQ(DualCodebookVQ(300, 12, 4), [1, 2, 3, 5]).eval()
+    z = torch.randn(2, 5, 5, 16)
+    out = quantizer(z)
+    ids = quantizer.encode(z)
+    assert ids.shape == (2, 1 + 4 + 9 + 25)
+    assert torch.equal(ids, out.ids)
+    assert torch.equal(quantizer.decode(ids), out.quantized)
 
 
 @pytest.mark.parametrize(("name", "quantizer"), _cases(), ids=[name for name, _ in _cases()])
@@ -42,5 +58,5 @@ def test_decode_of_encode_equals_eval_forward(name: str, quantizer: Quantizer) -
     assert ids.dtype == torch.int64
     assert torch.equal(ids, out.ids)
     codes = quantizer.decode(ids)
-    assert codes.shape == z.shape
+    assert codes.shape == out.quantized.shape
     assert torch.equal(codes, out.quantized)

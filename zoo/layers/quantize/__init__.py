@@ -13,7 +13,10 @@ from zoo.layers.quantize.base import (
     checks_enabled,
 )
 from zoo.layers.quantize.binary import BSQ, LFQ, GroupedBinary, bits_to_ids, factorized_entropy, ids_to_bits
+from zoo.layers.quantize.dual import DualCodebookVQ
 from zoo.layers.quantize.fsq import FSQ
+from zoo.layers.quantize.multiscale import MultiScaleResidualVQ, Phi, phi_index
+from zoo.layers.quantize.projected import ProjectedVQ, ResidualLFQ
 from zoo.layers.quantize.residual import GroupVQ, ResidualVQ
 from zoo.layers.quantize.search import nearest_code
 from zoo.layers.quantize.training import kmeans, rotation_trick
@@ -25,10 +28,15 @@ __all__ = [
     "FSQ",
     "LFQ",
     "CodebookUsage",
+    "DualCodebookVQ",
     "GroupVQ",
     "GroupedBinary",
+    "MultiScaleResidualVQ",
+    "Phi",
+    "ProjectedVQ",
     "Quantizer",
     "QuantizerOutput",
+    "ResidualLFQ",
     "ResidualVQ",
     "VectorQuantizer",
     "bits_to_ids",
@@ -39,5 +47,6 @@ __all__ = [
     "ids_to_bits",
     "kmeans",
     "nearest_code",
+    "phi_index",
     "rotation_trick",
 ]

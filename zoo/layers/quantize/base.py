@@ -37,7 +37,10 @@ def checks_enabled() -> bool:
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
     compiler = torch.compiler
-    if getattr(compiler, "is_exporting", lambda: False)() or getattr(compiler, "is_compiling", lambda: False)():
+    if (
+        getattr(compiler, "is_exporting", lambda: False)()
+        or getattr(compiler, "is_compiling", lambda: False)()
+    ):
         return False
     return not torch.onnx.is_in_onnx_export()
 
@@ -66,7 +69,9 @@ def check_latents(z: Tensor, dim: int, name: str = "z") -> None:
         )
 
 
-def check_ids(ids: Tensor, sizes: int | Sequence[int], name: str = "ids", codebook_axis: bool = False) -> None:
+def check_ids(
+    ids: Tensor, sizes: int | Sequence[int], name: str = "ids", codebook_axis: bool = False
+) -> None:
     """Raise InputError unless `ids` is an integer tensor with every id in [0, size).
 
     With `codebook_axis`, `sizes` lists one size per codebook and the last axis of `ids` indexes the

@@ -26,7 +26,9 @@ def _bit_weights(group_bits: int, bit_order: BitOrder, device: torch.device | No
     if bit_order not in ("lsb_first", "msb_first"):
         raise ConfigError(f"bit_order must be 'lsb_first' or 'msb_first'; got {bit_order!r}.")
     if not 1 <= group_bits <= MAX_ID_BITS:
-        raise ConfigError(f"group_bits must lie in [1, {MAX_ID_BITS}] so that an id fits int64; got {group_bits}.")
+        raise ConfigError(
+            f"group_bits must lie in [1, {MAX_ID_BITS}] so that an id fits int64; got {group_bits}."
+        )
     powers = torch.arange(group_bits, dtype=torch.long, device=device)
     if bit_order == "msb_first":
         powers = powers.flip(0)
@@ -102,7 +104,9 @@ class LFQ(Quantizer):
     ) -> None:
         super().__init__()
         if not 1 <= bits <= 62:
-            raise ConfigError(f"bits must lie in [1, 62] for a single int64 id; got {bits} (use GroupedBinary).")
+            raise ConfigError(
+                f"bits must lie in [1, 62] for a single int64 id; got {bits} (use GroupedBinary)."
+            )
         self.bits = int(bits)
         self.dim = int(bits)
         self.codebook_size = 2**bits
@@ -134,7 +138,9 @@ class LFQ(Quantizer):
     def decode(self, ids: Tensor) -> Tensor:
         """Integer ids (...) -> codes (..., bits) of ±codebook_scale (±1/sqrt(bits) for BSQ)."""
         check_ids(ids, self.codebook_size)
-        bits = torch.remainder(torch.div(ids.long().unsqueeze(-1), self.bit_weights, rounding_mode="floor"), 2)
+        bits = torch.remainder(
+            torch.div(ids.long().unsqueeze(-1), self.bit_weights, rounding_mode="floor"), 2
+        )
         return self._codes(bits == 1, torch.float32)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
@@ -183,8 +189,15 @@ class BSQ(LFQ):
         commitment_weight: float = 0.25,
     ) -> None:
         super().__init__(
-            bits, bit_order, 1.0, entropy_weight, sample_weight, batch_weight, inv_temperature,
-            entropy_group_size, commitment_weight,
+            bits,
+            bit_order,
+            1.0,
+            entropy_weight,
+            sample_weight,
+            batch_weight,
+            inv_temperature,
+            entropy_group_size,
+            commitment_weight,
         )
         self.normalize = normalize
 
@@ -206,7 +219,9 @@ class GroupedBinary(Quantizer):
     Codes are ±scale (0 maps to -).
     """
 
-    def __init__(self, bits: int, group_bits: int, bit_order: BitOrder = "lsb_first", scale: float = 1.0) -> None:
+    def __init__(
+        self, bits: int, group_bits: int, bit_order: BitOrder = "lsb_first", scale: float = 1.0
+    ) -> None:
         super().__init__()
         if bits < 1 or group_bits < 1 or bits % group_bits:
             raise ConfigError(f"bits ({bits}) must be a positive multiple of group_bits ({group_bits}).")
@@ -242,7 +257,9 @@ class GroupedBinary(Quantizer):
         """Integer ids (..., bits // group_bits) -> codes (..., bits)."""
         check_ids(ids, self.codebook_sizes, codebook_axis=True)
         if ids.shape[-1] != self.num_groups:
-            raise InputError(f"ids must have shape (..., {self.num_groups}) (one per group); got {tuple(ids.shape)}.")
+            raise InputError(
+                f"ids must have shape (..., {self.num_groups}) (one per group); got {tuple(ids.shape)}."
+            )
         return self.decode_bits(ids_to_bits(ids, self.group_bits, self.bit_order))
 
     def forward(self, z: Tensor) -> QuantizerOutput:

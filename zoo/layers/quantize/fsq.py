@@ -1,4 +1,4 @@
-"""Finite scalar quantization (Mentzer et al., 2023): bound each channel, round it, read the digits as an id."""
+"""Finite scalar quantization (Mentzer et al., 2023): bound each channel, round it, read the digits."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class FSQ(Quantizer):
         self.digit_order: DigitOrder = digit_order
 
         weights = [1]
-        for size in (levels[:-1] if digit_order == "first_least" else levels[:0:-1]):
+        for size in levels[:-1] if digit_order == "first_least" else levels[:0:-1]:
             weights.append(weights[-1] * size)
         if digit_order == "first_most":
             weights.reverse()
@@ -132,4 +132,6 @@ class FSQ(Quantizer):
             quantized = (bounded + (rounded - bounded).detach()) / self.half_width
         else:
             quantized = rounded / self.half_width
-        return QuantizerOutput(quantized=quantized, ids=ids, losses={}, usage=usage_or_none(ids, self.codebook_size))
+        return QuantizerOutput(
+            quantized=quantized, ids=ids, losses={}, usage=usage_or_none(ids, self.codebook_size)
+        )

@@ -1,4 +1,4 @@
-"""Several codebooks per token: residual VQ (coarse to fine, first-N decoding) and group VQ (channel split)."""
+"""Several codebooks per token: residual VQ (coarse to fine, first-N decoding) and group VQ."""
 
 from __future__ import annotations
 
@@ -34,7 +34,12 @@ class ResidualVQ(Quantizer):
     """
 
     def __init__(
-        self, num_quantizers: int, codebook_size: int, dim: int, quantizer_dropout: float = 0.0, **vq_kwargs: Any
+        self,
+        num_quantizers: int,
+        codebook_size: int,
+        dim: int,
+        quantizer_dropout: float = 0.0,
+        **vq_kwargs: Any,
     ) -> None:
         super().__init__()
         if num_quantizers < 1:
@@ -43,7 +48,9 @@ class ResidualVQ(Quantizer):
         self.codebook_size = int(codebook_size)
         self.dim = int(dim)
         self.quantizer_dropout = float(quantizer_dropout)
-        self.layers = nn.ModuleList(VectorQuantizer(codebook_size, dim, **vq_kwargs) for _ in range(num_quantizers))
+        self.layers = nn.ModuleList(
+            VectorQuantizer(codebook_size, dim, **vq_kwargs) for _ in range(num_quantizers)
+        )
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
@@ -90,7 +97,11 @@ class ResidualVQ(Quantizer):
             losses.append(out.losses)
         assert quantized is not None
         stacked = torch.stack(ids, dim=-1)
-        usage = CodebookUsage.from_ids(stacked, self.codebook_size, codebook_axis=True) if stacked.numel() else None
+        usage = (
+            CodebookUsage.from_ids(stacked, self.codebook_size, codebook_axis=True)
+            if stacked.numel()
+            else None
+        )
         return QuantizerOutput(quantized=quantized, ids=stacked, losses=mean_losses(losses), usage=usage)
 
 
@@ -109,7 +120,9 @@ class GroupVQ(Quantizer):
         self.codebook_size = int(codebook_size)
         self.dim = int(dim)
         self.group_dim = dim // groups
-        self.layers = nn.ModuleList(VectorQuantizer(codebook_size, self.group_dim, **vq_kwargs) for _ in range(groups))
+        self.layers = nn.ModuleList(
+            VectorQuantizer(codebook_size, self.group_dim, **vq_kwargs) for _ in range(groups)
+        )
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
@@ -126,7 +139,9 @@ class GroupVQ(Quantizer):
         """Integer ids (..., groups) -> code vectors (..., dim)."""
         check_ids(ids, self.codebook_sizes, codebook_axis=True)
         if ids.shape[-1] != self.groups:
-            raise InputError(f"ids must have shape (..., {self.groups}) (one id per group); got {tuple(ids.shape)}.")
+            raise InputError(
+                f"ids must have shape (..., {self.groups}) (one id per group); got {tuple(ids.shape)}."
+            )
         return torch.cat([layer.lookup(ids[..., i]) for i, layer in enumerate(self.layers)], dim=-1)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
@@ -135,4 +150,6 @@ class GroupVQ(Quantizer):
         ids = torch.stack([o.ids for o in outs], dim=-1)
         usage = CodebookUsage.from_ids(ids, self.codebook_size, codebook_axis=True) if ids.numel() else None
         quantized = torch.cat([o.quantized for o in outs], dim=-1)
-        return QuantizerOutput(quantized=quantized, ids=ids, losses=mean_losses([o.losses for o in outs]), usage=usage)
+        return QuantizerOutput(
+            quantized=quantized, ids=ids, losses=mean_losses([o.losses for o in outs]), usage=usage
+        )

@@ -77,7 +77,9 @@ def _scan_codes(
     return best_idx
 
 
-def euclidean_block(x: Tensor, x_sq: Tensor, codebook: Tensor, code_sq: Tensor, start: int, stop: int) -> Tensor:
+def euclidean_block(
+    x: Tensor, x_sq: Tensor, codebook: Tensor, code_sq: Tensor, start: int, stop: int
+) -> Tensor:
     """|x|^2 - 2 x.e + |e|^2 for codes [start, stop), rounded in the order upstream EnCodec uses."""
     dot = x @ codebook[start:stop].T
     dist = torch.add(x_sq, dot, alpha=-2)

@@ -25,7 +25,10 @@ def sample_rows(samples: Tensor, count: int, generator: torch.Generator | None =
 
 
 def kmeans(
-    samples: Tensor, num_clusters: int, iters: int, metric: Metric = "euclidean",
+    samples: Tensor,
+    num_clusters: int,
+    iters: int,
+    metric: Metric = "euclidean",
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Lloyd's k-means on (N, D) samples; returns (means (K, D), counts (K,)).
@@ -48,8 +51,13 @@ def kmeans(
 
 
 def ema_update_(
-    codebook: Tensor, cluster_size: Tensor, embed_avg: Tensor, samples: Tensor, ids: Tensor,
-    decay: float, epsilon: float,
+    codebook: Tensor,
+    cluster_size: Tensor,
+    embed_avg: Tensor,
+    samples: Tensor,
+    ids: Tensor,
+    decay: float,
+    epsilon: float,
 ) -> None:
     """EnCodec's EMA codebook update with Laplace smoothing, without a (N, K) one-hot matrix."""
     num_codes = codebook.shape[0]
@@ -63,8 +71,12 @@ def ema_update_(
 
 
 def restart_dead_codes_(
-    codebook: Tensor, cluster_size: Tensor, samples: Tensor, threshold: float,
-    embed_avg: Tensor | None = None, generator: torch.Generator | None = None,
+    codebook: Tensor,
+    cluster_size: Tensor,
+    samples: Tensor,
+    threshold: float,
+    embed_avg: Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> int:
     """Replace codes whose EMA usage fell below `threshold` by random batch vectors; returns how many."""
     dead = cluster_size < threshold

@@ -74,7 +74,9 @@ class VectorQuantizer(Quantizer):
         self.metric: Metric = metric
         self.normalize_codes = bool(normalize_codes or metric == "cosine")
         self.normalize_inputs = self.normalize_codes if normalize_inputs is None else bool(normalize_inputs)
-        self.normalized_decode = self.normalize_codes if normalized_decode is None else bool(normalized_decode)
+        self.normalized_decode = (
+            self.normalize_codes if normalized_decode is None else bool(normalized_decode)
+        )
         self.ema_decay = ema_decay
         self.kmeans_init = kmeans_init
         self.kmeans_iters = kmeans_iters
@@ -102,7 +104,9 @@ class VectorQuantizer(Quantizer):
         # Not saved: a loaded codebook is initialised by definition (see _load_from_state_dict).
         self.register_buffer("initialized", torch.tensor(not kmeans_init), persistent=False)
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if prefix + "codebook" in state_dict:
             self.initialized.fill_(True)
@@ -189,11 +193,14 @@ class VectorQuantizer(Quantizer):
     def _update_codebook(self, samples: Tensor, ids: Tensor) -> None:
         samples = samples.detach()
         if self.ema_decay is not None:
-            ema_update_(self.codebook, self.cluster_size, self.embed_avg, samples, ids, self.ema_decay,
-                        self.epsilon)
+            ema_update_(
+                self.codebook, self.cluster_size, self.embed_avg, samples, ids, self.ema_decay, self.epsilon
+            )
         elif self.cluster_size is not None:
             counts = torch.bincount(ids, minlength=self.codebook_size).to(self.cluster_size.dtype)
             self.cluster_size.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
         if self.threshold_dead > 0 and self.cluster_size is not None:
             embed_avg = self.embed_avg if self.ema_decay is not None else None
-            restart_dead_codes_(self.codebook.data, self.cluster_size, samples, self.threshold_dead, embed_avg)
+            restart_dead_codes_(
+                self.codebook.data, self.cluster_size, samples, self.threshold_dead, embed_avg
+            )
