@@ -74,8 +74,18 @@ def _is_zip(path: str | Path) -> bool:
         return False
 
 
-def read_onnx_initializers(path: str | Path) -> dict[str, torch.Tensor]:
-    """The weights (initializers) of an ONNX file, as torch tensors; no onnxruntime needed."""
+ONNX_GRAPH_KEY = "@graph"
+
+
+def read_onnx_initializers(path: str | Path, graph: bool = False) -> dict[str, Any]:
+    """The weights (initializers) of an ONNX file, as torch tensors; no onnxruntime needed.
+
+    ONNX exporters often give weights anonymous names (`onnx::MatMul_123`); what they are is only
+    told by the graph node that consumes them. With `graph=True` the result also holds, under the key
+    `ONNX_GRAPH_KEY` ("@graph"), the same tensors (no copies) keyed by their use, in node order:
+    `"<node name>|<op type>|<input index>|<initializer name>"` (an initializer used twice appears
+    twice). `dig(..., container=None)` skips that entry (not a tensor); `container=["@graph"]` selects it.
+    """
     try:
         import onnx
         from onnx import numpy_helper
@@ -85,9 +95,16 @@ def read_onnx_initializers(path: str | Path) -> dict[str, torch.Tensor]:
         model = onnx.load(str(path))
     except Exception as exc:  # onnx raises assorted protobuf errors
         raise CheckpointError(f"{path}: not a readable ONNX file ({exc})") from None
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, Any] = {}
     for init in model.graph.initializer:
         out[init.name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+    if graph:
+        uses: dict[str, torch.Tensor] = {}
+        for node in model.graph.node:
+            for index, name in enumerate(node.input):
+                if name in out:
+                    uses[f"{node.name}|{node.op_type}|{index}|{name}"] = out[name]
+        out[ONNX_GRAPH_KEY] = uses
     return out
 
 
@@ -100,7 +117,7 @@ def read_checkpoint(path: str | Path) -> Any:
     if suffix == ".safetensors":
         return read_safetensors(path)
     if suffix == ".onnx":
-        return read_onnx_initializers(path)
+        return read_onnx_initializers(path, graph=True)
     if suffix == ".json" and path.name.endswith(".index.json"):
         return read_sharded_safetensors(path)
     if suffix in PICKLE_SUFFIXES or _is_zip(path):
