@@ -34,7 +34,7 @@ from zoo.tokenizer import Tokenizer, __version__
 from zoo.tokens import Tokens
 
 # One module per family; each registers its variants and converter at its bottom.
-FAMILY_MODULES: tuple[str, ...] = ("s3tokenizer",)
+FAMILY_MODULES: tuple[str, ...] = ("s3tokenizer", "wavtokenizer")
 
 for _module in FAMILY_MODULES:
     importlib.import_module(f"zoo.{_module}")
