@@ -1,4 +1,4 @@
-"""Real media in and out for tokenizers: images, videos and audio as canonical tensors, plus metrics and plots.
+"""Real media in and out for tokenizers: images, videos, audio as canonical tensors; metrics; plots.
 
 Canonical layouts: image (B, 3, H, W) and video (B, 3, T, H, W) float32 in [-1, 1]; audio (B, C, N)
 float32 at the model's sample rate. Submodules load on first use, so ``import modalities`` is cheap
@@ -18,8 +18,19 @@ if TYPE_CHECKING:
 
 _SUBMODULES = ("audio", "chunking", "geometry", "image", "metrics", "plots", "resample", "samples", "video")
 
-__all__ = ["Kind", "audio", "chunking", "detect", "geometry", "image", "metrics", "plots", "resample", "samples",
-           "video"]
+__all__ = [
+    "Kind",
+    "audio",
+    "chunking",
+    "detect",
+    "geometry",
+    "image",
+    "metrics",
+    "plots",
+    "resample",
+    "samples",
+    "video",
+]
 
 
 def __getattr__(name: str) -> ModuleType:

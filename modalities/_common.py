@@ -50,8 +50,10 @@ def read_bytes(src: Source, what: str) -> bytes:
     if isinstance(src, io.IOBase):
         data = src.read()
         if not isinstance(data, bytes):
-            raise InputError(f"{what}: expected a binary file object, got a text stream {describe(src)}; "
-                             "open the file with mode 'rb'.")
+            raise InputError(
+                f"{what}: expected a binary file object, got a text stream {describe(src)}; "
+                "open the file with mode 'rb'."
+            )
         return data
     path = Path(src)
     if not path.exists():
@@ -61,8 +63,9 @@ def read_bytes(src: Source, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as err:
-        raise MediaError(f"{what}: cannot read {describe(src)} ({err.strerror or err}); "
-                         "check the file's permissions.") from err
+        raise MediaError(
+            f"{what}: cannot read {describe(src)} ({err.strerror or err}); check the file's permissions."
+        ) from err
 
 
 def head_bytes(src: Source, n: int = 64) -> bytes:
@@ -93,13 +96,17 @@ def decoding(src: object, kind: str, hint: str = "") -> Iterator[None]:
     except InputError:
         raise
     except MemoryError as err:
-        raise MediaError(f"cannot decode {kind} {describe(src)}: out of memory; "
-                         "lower the limits (max_pixels / max_frames / duration) or use a smaller file.") from err
+        raise MediaError(
+            f"cannot decode {kind} {describe(src)}: out of memory; "
+            "lower the limits (max_pixels / max_frames / duration) or use a smaller file."
+        ) from err
     except Exception as err:  # noqa: BLE001 - decoders raise many unrelated types
         reason = str(err).strip() or type(err).__name__
         extra = f" {hint}" if hint else ""
-        raise MediaError(f"cannot decode {kind} {describe(src)}: {reason}. The file is corrupt, truncated or "
-                         f"not a {kind} file.{extra}") from err
+        raise MediaError(
+            f"cannot decode {kind} {describe(src)}: {reason.rstrip('.')}. The file is corrupt, "
+            f"truncated or not a readable {kind} file.{extra}"
+        ) from err
 
 
 def to_numpy(x: Any, what: str) -> np.ndarray:
@@ -127,8 +134,10 @@ def check_finite(arr: np.ndarray | torch.Tensor, what: str) -> None:
         count = int(bad.sum())
         if count:
             first = tuple(int(i) for i in torch.nonzero(bad)[0])
-            raise InputError(f"{what}: found {count} NaN/Inf value(s), first at index {first}; "
-                             "fix the producer of this tensor (e.g. a diverged decoder) before saving or scoring.")
+            raise InputError(
+                f"{what}: found {count} NaN/Inf value(s), first at index {first}; "
+                "fix the producer of this tensor (e.g. a diverged decoder) before saving or scoring."
+            )
         return
     if not np.issubdtype(arr.dtype, np.floating):
         return
@@ -136,8 +145,10 @@ def check_finite(arr: np.ndarray | torch.Tensor, what: str) -> None:
     count = int(bad.sum())
     if count:
         first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise InputError(f"{what}: found {count} NaN/Inf value(s), first at index {first}; "
-                         "replace or drop them before converting.")
+        raise InputError(
+            f"{what}: found {count} NaN/Inf value(s), first at index {first}; "
+            "replace or drop them before converting."
+        )
 
 
 def scale_from_range(arr: np.ndarray, value_range: tuple[float, float], what: str) -> np.ndarray:
@@ -149,9 +160,11 @@ def scale_from_range(arr: np.ndarray, value_range: tuple[float, float], what: st
     if out.size:
         mn, mx = float(out.min()), float(out.max())
         if mn < -1e-3 or mx > 1 + 1e-3:
-            raise InputError(f"{what}: values span [{mn * (hi - lo) + lo:.4g}, {mx * (hi - lo) + lo:.4g}] but "
-                             f"value_range is {value_range}; pass the range your data is in "
-                             "(e.g. value_range=(-1, 1) for canonical tensors, (0, 255) for float pixels).")
+            raise InputError(
+                f"{what}: values span [{mn * (hi - lo) + lo:.4g}, {mx * (hi - lo) + lo:.4g}] but "
+                f"value_range is {value_range}; pass the range your data is in "
+                "(e.g. value_range=(-1, 1) for canonical tensors, (0, 255) for float pixels)."
+            )
     return np.clip(out, 0.0, 1.0)
 
 
@@ -168,6 +181,8 @@ def int_to_unit(arr: np.ndarray) -> np.ndarray:
             return arr.astype(np.float64) / 255.0
         if mn >= 0 and mx <= 65535:
             return arr.astype(np.float64) / 65535.0
-        raise InputError(f"integer pixels must lie in [0, 65535], got [{mn}, {mx}] ({arr.dtype}); "
-                         "convert to uint8/uint16 or to floats with a value_range.")
+        raise InputError(
+            f"integer pixels must lie in [0, 65535], got [{mn}, {mx}] ({arr.dtype}); "
+            "convert to uint8/uint16 or to floats with a value_range."
+        )
     raise InputError(f"expected an integer array, got {arr.dtype}.")

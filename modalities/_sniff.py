@@ -113,6 +113,13 @@ def detect(path: Source) -> Kind:
         return "image"
     except Exception:  # noqa: BLE001 - any failure here means "not an image Pillow knows"
         pass
-    raise MediaError(f"{describe(path)} is not a media file this package can read (first bytes {head[:12]!r}); "
-                     "expected an image (PNG/JPEG/WebP/BMP/TIFF/GIF), video (MP4/WebM/MKV/GIF) or audio "
-                     "(WAV/FLAC/OGG/MP3/M4A/Opus).")
+    if kind == "container":
+        raise MediaError(
+            f"{describe(path)} starts like a media container (first bytes {head[:12]!r}) but FFmpeg "
+            "cannot read its streams: the file is corrupt or truncated."
+        )
+    raise MediaError(
+        f"{describe(path)} is not a media file this package can read (first bytes {head[:12]!r}); "
+        "expected an image (PNG/JPEG/WebP/BMP/TIFF/GIF), video (MP4/WebM/MKV/GIF) or audio "
+        "(WAV/FLAC/OGG/MP3/M4A/Opus)."
+    )

@@ -19,18 +19,36 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from modalities._common import PathLike, Source, check_finite, decoding, describe, head_bytes, is_file_source, to_numpy
+from modalities._common import (
+    PathLike,
+    Source,
+    check_finite,
+    decoding,
+    describe,
+    head_bytes,
+    is_file_source,
+    to_numpy,
+)
 from modalities.resample import resample
 from registry.errors import InputError, MediaError
 
 ChannelPolicy = Literal["mono", "stereo"] | int | None
 
-SOUNDFILE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
-                     ".aiff": ("AIFF", "PCM_16"), ".aif": ("AIFF", "PCM_16")}
+SOUNDFILE_FORMATS = {
+    ".wav": ("WAV", "PCM_16"),
+    ".flac": ("FLAC", "PCM_16"),
+    ".ogg": ("OGG", "VORBIS"),
+    ".aiff": ("AIFF", "PCM_16"),
+    ".aif": ("AIFF", "PCM_16"),
+}
 """Suffixes written with libsndfile: (format, default subtype)."""
 
-FFMPEG_FORMATS = {".mp3": ("mp3", "libmp3lame"), ".m4a": ("ipod", "aac"), ".aac": ("adts", "aac"),
-                  ".opus": ("opus", "libopus")}
+FFMPEG_FORMATS = {
+    ".mp3": ("mp3", "libmp3lame"),
+    ".m4a": ("ipod", "aac"),
+    ".aac": ("adts", "aac"),
+    ".opus": ("opus", "libopus"),
+}
 """Suffixes written with FFmpeg: (muxer, encoder)."""
 
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -77,15 +95,19 @@ def to_canonical(x: Any, *, channels_first: bool | None = None) -> torch.Tensor:
             elif c1 <= _MAX_CHANNELS < c0 or (c1 < c0 and c1 <= _MAX_CHANNELS):
                 channels_first = False
             else:
-                raise InputError(f"audio array of shape {shape}: cannot tell channels from samples (neither axis "
-                                 f"is a plausible channel count <= {_MAX_CHANNELS} shorter than the other); "
-                                 "pass channels_first=True for (C, N) or False for (N, C).")
+                raise InputError(
+                    f"audio array of shape {shape}: cannot tell channels from samples (neither axis "
+                    f"is a plausible channel count <= {_MAX_CHANNELS} shorter than the other); "
+                    "pass channels_first=True for (C, N) or False for (N, C)."
+                )
         arr = (arr if channels_first else arr.T)[None]
     elif arr.ndim != 3:
         raise InputError(f"audio array of shape {shape}: expected (N,), (C, N), (N, C) or (B, C, N).")
     if arr.shape[1] > _MAX_CHANNELS:
-        raise InputError(f"audio array of shape {shape} has {arr.shape[1]} channels; expected at most "
-                         f"{_MAX_CHANNELS}. Is it (N, C) rather than (C, N)? Pass channels_first=False.")
+        raise InputError(
+            f"audio array of shape {shape} has {arr.shape[1]} channels; expected at most "
+            f"{_MAX_CHANNELS}. Is it (N, C) rather than (C, N)? Pass channels_first=False."
+        )
     if arr.shape[-1] == 0:
         raise InputError(f"audio array of shape {shape} holds no samples.")
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
@@ -105,19 +127,21 @@ def apply_channels(x: torch.Tensor, policy: ChannelPolicy, what: str = "audio") 
         return x.mean(dim=-2, keepdim=True)
     if c == 1:
         return x.expand(*x.shape[:-2], target, x.shape[-1]).contiguous()
-    raise InputError(f"{what} has {c} channels and {target} were asked for; only mono->many and many->mono are "
-                     "unambiguous. Use channels='mono', or pick channels yourself (e.g. x[:, [0, 1]]).")
+    raise InputError(
+        f"{what} has {c} channels and {target} were asked for; only mono->many and many->mono are "
+        "unambiguous. Use channels='mono', or pick channels yourself (e.g. x[:, [0, 1]])."
+    )
 
 
 # --------------------------------------------------------------------------------------------- reading
 
 
 def _wav_truncation(src: Source, head: bytes) -> str | None:
-    """A message when a WAV's data chunk claims more bytes than the file has (libsndfile reads on silently)."""
+    """A message when a WAV's data chunk claims more bytes than the file has (libsndfile reads on)."""
     if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return None
     if isinstance(src, bytes | bytearray):
-        data, size = bytes(src[:1 << 16]), len(src)
+        data, size = bytes(src[: 1 << 16]), len(src)
     elif isinstance(src, io.IOBase):
         return None
     else:
@@ -126,7 +150,7 @@ def _wav_truncation(src: Source, head: bytes) -> str | None:
             data = fh.read(1 << 16)
     pos = 12
     while pos + 8 <= len(data):
-        cid, length = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        cid, length = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
         if cid == b"data":
             if length in (0, 0xFFFFFFFF):
                 return None  # streaming writers leave the size open
@@ -149,7 +173,10 @@ def _read_soundfile(src: Source, offset: float, duration: float | None) -> tuple
         data = fh.read(frames=count, dtype="float32", always_2d=True)
         expected = fh.frames - start if count < 0 else min(count, fh.frames - start)
         if fh.format == "FLAC" and data.shape[0] < expected:
-            raise MediaError(f"decoded {data.shape[0]} of {expected} samples (truncated FLAC stream)")
+            raise MediaError(
+                f"cannot decode audio {describe(src)}: decoded {data.shape[0]} of {expected} samples; "
+                "the FLAC stream is truncated."
+            )
     return data.T, rate
 
 
@@ -158,7 +185,10 @@ def _read_ffmpeg(src: Source, offset: float, duration: float | None) -> tuple[np
     with av.open(target) as container:
         if not container.streams.audio:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
-            raise MediaError(f"the file has no audio stream (streams: {kinds})")
+            raise MediaError(
+                f"{describe(src)} has no audio stream (streams: {kinds}); "
+                "use modalities.image / modalities.video for pictures."
+            )
         stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or stream.rate)
         start = int(round(offset * rate))
@@ -173,7 +203,7 @@ def _read_ffmpeg(src: Source, offset: float, duration: float | None) -> tuple[np
                 seen = hi
                 if hi <= start:
                     continue
-                chunks.append(block[:, max(0, start - lo): None if stop is None else max(0, stop - lo)])
+                chunks.append(block[:, max(0, start - lo) : None if stop is None else max(0, stop - lo)])
             if stop is not None and seen >= stop:
                 break
     if not chunks:
@@ -209,12 +239,21 @@ def _read_file(src: Source, offset: float, duration: float | None) -> tuple[np.n
         raise
 
 
-def load_with_rate(src: Source | Any, *, sample_rate: int | None = None, channels: ChannelPolicy = None,
-                   offset: float = 0.0, duration: float | None = None, source_rate: int | None = None,
-                   channels_first: bool | None = None) -> tuple[torch.Tensor, int]:
+def load_with_rate(
+    src: Source | Any,
+    *,
+    sample_rate: int | None = None,
+    channels: ChannelPolicy = None,
+    offset: float = 0.0,
+    duration: float | None = None,
+    source_rate: int | None = None,
+    channels_first: bool | None = None,
+) -> tuple[torch.Tensor, int]:
     """Like `load`, also returning the sample rate of the result."""
     if offset < 0 or (duration is not None and duration <= 0):
-        raise InputError(f"offset must be >= 0 and duration > 0 seconds, got offset={offset}, duration={duration}.")
+        raise InputError(
+            f"offset must be >= 0 and duration > 0 seconds, got offset={offset}, duration={duration}."
+        )
     if is_file_source(src):
         samples, rate = _read_file(src, offset, duration)
         what = f"audio {describe(src)}"
@@ -240,16 +279,30 @@ def load_with_rate(src: Source | Any, *, sample_rate: int | None = None, channel
     return x.float().contiguous(), rate
 
 
-def load(src: Source | Any, *, sample_rate: int | None = None, channels: ChannelPolicy = None,
-         offset: float = 0.0, duration: float | None = None, source_rate: int | None = None,
-         channels_first: bool | None = None) -> torch.Tensor:
+def load(
+    src: Source | Any,
+    *,
+    sample_rate: int | None = None,
+    channels: ChannelPolicy = None,
+    offset: float = 0.0,
+    duration: float | None = None,
+    source_rate: int | None = None,
+    channels_first: bool | None = None,
+) -> torch.Tensor:
     """Read audio (WAV/FLAC/OGG/AIFF/MP3/M4A/Opus, or a video's audio track) as (1, C, N) float32.
 
     `sample_rate` resamples to the model's rate; `channels` is None (keep), 'mono' or 'stereo';
     `offset`/`duration` (seconds) read a window. Arrays need `source_rate` (see `to_canonical`).
     """
-    return load_with_rate(src, sample_rate=sample_rate, channels=channels, offset=offset, duration=duration,
-                          source_rate=source_rate, channels_first=channels_first)[0]
+    return load_with_rate(
+        src,
+        sample_rate=sample_rate,
+        channels=channels,
+        offset=offset,
+        duration=duration,
+        source_rate=source_rate,
+        channels_first=channels_first,
+    )[0]
 
 
 def info(src: Source) -> AudioInfo:
@@ -261,8 +314,14 @@ def info(src: Source) -> AudioInfo:
         try:
             target = io.BytesIO(bytes(src)) if isinstance(src, bytes | bytearray) else src
             i = sf.info(target)
-            return AudioInfo(sample_rate=i.samplerate, channels=i.channels, frames=i.frames,
-                             duration=i.frames / i.samplerate, format=i.format, codec=i.subtype)
+            return AudioInfo(
+                sample_rate=i.samplerate,
+                channels=i.channels,
+                frames=i.frames,
+                duration=i.frames / i.samplerate,
+                format=i.format,
+                codec=i.subtype,
+            )
         except (sf.LibsndfileError, RuntimeError, TypeError):
             if isinstance(src, io.IOBase):
                 src.seek(0)
@@ -274,9 +333,14 @@ def info(src: Source) -> AudioInfo:
             stream = container.streams.audio[0]
             rate = int(stream.codec_context.sample_rate or stream.rate)
             frames = sum(f.samples for f in container.decode(stream))
-            return AudioInfo(sample_rate=rate, channels=int(stream.codec_context.channels), frames=frames,
-                             duration=frames / rate, format=container.format.name,
-                             codec=stream.codec_context.name)
+            return AudioInfo(
+                sample_rate=rate,
+                channels=int(stream.codec_context.channels),
+                frames=frames,
+                duration=frames / rate,
+                format=container.format.name,
+                codec=stream.codec_context.name,
+            )
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -288,8 +352,10 @@ def _samples_to_write(x: Any) -> np.ndarray:
     shape = tuple(t.shape)
     if t.ndim == 3:
         if t.shape[0] != 1:
-            raise InputError(f"save writes one clip, got a batch of {t.shape[0]} (shape {shape}); save x[i:i+1] "
-                             "for each i (trim the padding with its length first).")
+            raise InputError(
+                f"save writes one clip, got a batch of {t.shape[0]} (shape {shape}); save x[i:i+1] "
+                "for each i (trim the padding with its length first)."
+            )
         t = t[0]
     if t.ndim == 1:
         t = t[None]
@@ -301,22 +367,26 @@ def _samples_to_write(x: Any) -> np.ndarray:
     return t.float().clamp(-1.0, 1.0).numpy()
 
 
-def _write_ffmpeg(samples: np.ndarray, path: Path, rate: int, muxer: str, codec: str,
-                  bitrate: int | None) -> None:
+def _write_ffmpeg(
+    samples: np.ndarray, path: Path, rate: int, muxer: str, codec: str, bitrate: int | None
+) -> None:
     if codec == "libopus" and rate not in _OPUS_RATES:
         samples = resample(samples, rate, 48000).astype(np.float32)
         rate = 48000
     channels = samples.shape[0]
     if channels > 2:
-        raise InputError(f"{path.suffix} export supports mono or stereo, got {channels} channels; "
-                         "downmix with channels='mono' or save as .wav/.flac.")
+        raise InputError(
+            f"{path.suffix} export supports mono or stereo, got {channels} channels; "
+            "downmix with channels='mono' or save as .wav/.flac."
+        )
     layout = "mono" if channels == 1 else "stereo"
     with av.open(str(path), mode="w", format=muxer) as container:
         stream = container.add_stream(codec, rate=rate, layout=layout)
         if bitrate:
             stream.bit_rate = int(bitrate)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32), format="fltp",
-                                           layout=layout)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples, dtype=np.float32), format="fltp", layout=layout
+        )
         frame.sample_rate = rate
         for packet in stream.encode(frame):
             container.mux(packet)
@@ -324,8 +394,9 @@ def _write_ffmpeg(samples: np.ndarray, path: Path, rate: int, muxer: str, codec:
             container.mux(packet)
 
 
-def save(x: Any, path: PathLike, sample_rate: int, *, subtype: str | None = None,
-         bitrate: int | None = None) -> Path:
+def save(
+    x: Any, path: PathLike, sample_rate: int, *, subtype: str | None = None, bitrate: int | None = None
+) -> Path:
     """Write canonical audio; the format follows the suffix.
 
     .wav/.flac/.aiff (PCM_16 by default; `subtype` 'PCM_24', 'FLOAT', ...) and .ogg (Vorbis) go through
@@ -338,7 +409,9 @@ def save(x: Any, path: PathLike, sample_rate: int, *, subtype: str | None = None
         raise InputError(f"sample_rate must be a positive number of Hz, got {sample_rate}.")
     if suffix not in SOUNDFILE_FORMATS and suffix not in FFMPEG_FORMATS:
         known = ", ".join(sorted({*SOUNDFILE_FORMATS, *FFMPEG_FORMATS}))
-        raise InputError(f"cannot save audio to {describe(path)}: unknown suffix {suffix!r}; use one of {known}.")
+        raise InputError(
+            f"cannot save audio to {describe(path)}: unknown suffix {suffix!r}; use one of {known}."
+        )
     if not out.parent.is_dir():
         raise MediaError(f"cannot save audio to {describe(path)}: folder {str(out.parent)!r} does not exist.")
     samples = _samples_to_write(x)
@@ -347,8 +420,10 @@ def save(x: Any, path: PathLike, sample_rate: int, *, subtype: str | None = None
             fmt, default = SOUNDFILE_FORMATS[suffix]
             chosen = (subtype or default).upper()
             if not sf.check_format(fmt, chosen):
-                raise InputError(f"subtype {chosen!r} is not valid for {suffix}; valid: "
-                                 f"{', '.join(sorted(sf.available_subtypes(fmt)))}.")
+                raise InputError(
+                    f"subtype {chosen!r} is not valid for {suffix}; valid: "
+                    f"{', '.join(sorted(sf.available_subtypes(fmt)))}."
+                )
             sf.write(out, samples.T, int(sample_rate), format=fmt, subtype=chosen)
         else:
             muxer, codec = FFMPEG_FORMATS[suffix]

@@ -36,7 +36,9 @@ def _pad_time(x: torch.Tensor, extra: int, mode: str) -> torch.Tensor:
     return torch.cat([x, tail], dim=2)
 
 
-def pad_to_causal(x: torch.Tensor, temporal_factor: int, *, mode: str = "replicate") -> tuple[torch.Tensor, int]:
+def pad_to_causal(
+    x: torch.Tensor, temporal_factor: int, *, mode: str = "replicate"
+) -> tuple[torch.Tensor, int]:
     """Pad (B, C, T, H, W) at the tail to 1 + k*n frames; returns the tensor and the frames added."""
     _check_video(x)
     extra = causal_length(x.shape[2], temporal_factor) - x.shape[2]
@@ -67,8 +69,10 @@ class VideoClips:
     def merge(self, decoded: torch.Tensor) -> torch.Tensor:
         """Concatenate decoded clips back to (B, C, T, H, W), dropping the padded tail frames."""
         if decoded.ndim != 5 or decoded.shape[0] != self.clips.shape[0]:
-            raise InputError(f"merge expects {self.clips.shape[0]} decoded clips shaped (N, C, L, H, W), got "
-                             f"{tuple(decoded.shape)}.")
+            raise InputError(
+                f"merge expects {self.clips.shape[0]} decoded clips shaped (N, C, L, H, W), got "
+                f"{tuple(decoded.shape)}."
+            )
         k = self.clips_per_video
         per_video = decoded.reshape(self.batch, k, *decoded.shape[1:])
         joined = torch.cat(list(per_video.unbind(1)), dim=2)
@@ -105,8 +109,10 @@ class AudioChunks:
     def merge(self, decoded: torch.Tensor) -> torch.Tensor:
         """Overlap-add decoded windows with linear cross-fades back to (1, C, total)."""
         if decoded.ndim != 3 or decoded.shape[0] != self.chunks.shape[0]:
-            raise InputError(f"merge expects {self.chunks.shape[0]} decoded chunks shaped (K, C, L), got "
-                             f"{tuple(decoded.shape)}.")
+            raise InputError(
+                f"merge expects {self.chunks.shape[0]} decoded chunks shaped (K, C, L), got "
+                f"{tuple(decoded.shape)}."
+            )
         c = decoded.shape[1]
         out = torch.zeros(c, self.total, dtype=torch.float64, device=decoded.device)
         weight = torch.zeros(self.total, dtype=torch.float64, device=decoded.device)
@@ -119,9 +125,10 @@ class AudioChunks:
                 w[:ramp] = torch.arange(1, ramp + 1, dtype=torch.float64, device=w.device) / (ramp + 1)
             if ramp and i < decoded.shape[0] - 1:
                 w[-ramp:] = torch.minimum(
-                    w[-ramp:], torch.arange(ramp, 0, -1, dtype=torch.float64, device=w.device) / (ramp + 1))
-            out[:, start:start + length] += decoded[i, :, :length].double() * w
-            weight[start:start + length] += w
+                    w[-ramp:], torch.arange(ramp, 0, -1, dtype=torch.float64, device=w.device) / (ramp + 1)
+                )
+            out[:, start : start + length] += decoded[i, :, :length].double() * w
+            weight[start : start + length] += w
         return (out / weight.clamp_min(1e-12)).float()[None]
 
 
@@ -146,13 +153,18 @@ def chunk_audio(x: torch.Tensor, chunk: int, *, overlap: int = 0) -> AudioChunks
     starts = list(range(0, max(n - overlap, 1), hop))
     pieces, lengths = [], []
     for s in starts:
-        piece = x[:, s:s + chunk]
+        piece = x[:, s : s + chunk]
         lengths.append(piece.shape[-1])
         if piece.shape[-1] < chunk:
             piece = torch.nn.functional.pad(piece, (0, chunk - piece.shape[-1]))
         pieces.append(piece)
-    return AudioChunks(chunks=torch.stack(pieces), lengths=torch.tensor(lengths), starts=torch.tensor(starts),
-                       total=n, overlap=overlap)
+    return AudioChunks(
+        chunks=torch.stack(pieces),
+        lengths=torch.tensor(lengths),
+        starts=torch.tensor(starts),
+        total=n,
+        overlap=overlap,
+    )
 
 
 def batch_audio(signals: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,8 +175,10 @@ def batch_audio(signals: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     channels = {s.shape[0] for s in flat if s.ndim == 2}
     if any(s.ndim != 2 for s in flat) or len(channels) != 1:
         shapes = [tuple(s.shape) for s in signals]
-        raise InputError(f"batch_audio needs (C, N) signals with one channel count, got shapes {shapes}; "
-                         "apply the same channels= policy when loading.")
+        raise InputError(
+            f"batch_audio needs (C, N) signals with one channel count, got shapes {shapes}; "
+            "apply the same channels= policy when loading."
+        )
     lengths = torch.tensor([s.shape[-1] for s in flat])
     out = flat[0].new_zeros(len(flat), flat[0].shape[0], int(lengths.max()))
     for i, s in enumerate(flat):
@@ -176,4 +190,4 @@ def unbatch_audio(x: torch.Tensor, lengths: torch.Tensor, scale: float = 1.0) ->
     """Split (B, C, N) back into (1, C, length_i) signals; `scale` is output rate / input rate."""
     if x.ndim != 3 or x.shape[0] != len(lengths):
         raise InputError(f"unbatch_audio: {len(lengths)} lengths for a batch shaped {tuple(x.shape)}.")
-    return [x[i: i + 1, :, : round(int(n) * scale)] for i, n in enumerate(lengths)]
+    return [x[i : i + 1, :, : round(int(n) * scale)] for i, n in enumerate(lengths)]

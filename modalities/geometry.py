@@ -36,8 +36,9 @@ def _as_4d(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     return x.reshape(-1, 1, x.shape[-2], x.shape[-1]), lead
 
 
-def resize(x: torch.Tensor, size: int | tuple[int, int], *, interpolation: Interp = "bicubic",
-           antialias: bool = True) -> torch.Tensor:
+def resize(
+    x: torch.Tensor, size: int | tuple[int, int], *, interpolation: Interp = "bicubic", antialias: bool = True
+) -> torch.Tensor:
     """Resize the last two axes to `size` (anti-aliased when shrinking); values stay in [-1, 1]."""
     h, w = _size2(size, "resize")
     if (x.shape[-2], x.shape[-1]) == (h, w):
@@ -63,10 +64,12 @@ def center_crop(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     h, w = _size2(size, "center_crop")
     H, W = x.shape[-2], x.shape[-1]
     if h > H or w > W:
-        raise InputError(f"center_crop: cannot take {h}x{w} from a {H}x{W} input; resize first "
-                         "(e.g. policy='resize_crop').")
+        raise InputError(
+            f"center_crop: cannot take {h}x{w} from a {H}x{W} input; resize first "
+            "(e.g. policy='resize_crop')."
+        )
     top, left = (H - h) // 2, (W - w) // 2
-    return x[..., top:top + h, left:left + w]
+    return x[..., top : top + h, left : left + w]
 
 
 @dataclass(frozen=True)
@@ -81,17 +84,20 @@ class Padding:
         return self.bottom == 0 and self.right == 0
 
     def crop(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        """Remove the padding from a decoded tensor; `scale` is output size / input size (e.g. 2 for 2x SR)."""
+        """Remove the padding from a decoded tensor; `scale` is output size / input size (2 for 2x SR)."""
         b, r = round(self.bottom * scale), round(self.right * scale)
         H, W = x.shape[-2], x.shape[-1]
         if b >= H or r >= W:
-            raise InputError(f"Padding.crop: padding {b}x{r} does not fit a {H}x{W} tensor; pass the tensor "
-                             "decoded from the padded input (and its scale).")
+            raise InputError(
+                f"Padding.crop: padding {b}x{r} does not fit a {H}x{W} tensor; pass the tensor "
+                "decoded from the padded input (and its scale)."
+            )
         return x[..., : H - b, : W - r]
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int | tuple[int, int], *, mode: PadMode = "replicate",
-                    value: float = 0.0) -> tuple[torch.Tensor, Padding]:
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int | tuple[int, int], *, mode: PadMode = "replicate", value: float = 0.0
+) -> tuple[torch.Tensor, Padding]:
     """Pad the bottom/right so height and width are multiples of the tokenizer's downsampling factor."""
     mh, mw = _size2(multiple, "pad_to_multiple")
     H, W = x.shape[-2], x.shape[-1]
@@ -107,7 +113,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int | tuple[int, int], *, mode: P
     elif mode in ("replicate", "reflect"):
         out = F.pad(flat, (0, pr, 0, pb), mode=mode)
     else:
-        raise ConfigError(f"pad_to_multiple: mode must be 'replicate', 'reflect' or 'constant', got {mode!r}.")
+        raise ConfigError(
+            f"pad_to_multiple: mode must be 'replicate', 'reflect' or 'constant', got {mode!r}."
+        )
     return out.reshape(*lead, H + pb, W + pr), pad
 
 
@@ -124,9 +132,15 @@ class Prepared:
         return self.padding.crop(decoded, scale)
 
 
-def fit(x: torch.Tensor, *, size: int | tuple[int, int] | None = None, policy: Policy = "resize_crop",
-        multiple: int | tuple[int, int] = 1, pad_mode: PadMode = "replicate",
-        interpolation: Interp = "bicubic") -> Prepared:
+def fit(
+    x: torch.Tensor,
+    *,
+    size: int | tuple[int, int] | None = None,
+    policy: Policy = "resize_crop",
+    multiple: int | tuple[int, int] = 1,
+    pad_mode: PadMode = "replicate",
+    interpolation: Interp = "bicubic",
+) -> Prepared:
     """Apply a tokenizer's input policy.
 
     - ``resize_crop``: resize the short side to `size` (int) or cover `size` (pair), then center crop.
@@ -153,13 +167,20 @@ def fit(x: torch.Tensor, *, size: int | tuple[int, int] | None = None, policy: P
             limit = max(_size2(size, "fit"))
             if max(original) > limit:
                 scale = limit / max(original)
-                x = resize(x, (max(1, round(original[0] * scale)), max(1, round(original[1] * scale))),
-                           interpolation=interpolation)
+                x = resize(
+                    x,
+                    (max(1, round(original[0] * scale)), max(1, round(original[1] * scale))),
+                    interpolation=interpolation,
+                )
     elif policy != "none":
-        raise ConfigError(f"fit: policy must be one of 'resize_crop', 'resize', 'pad', 'none'; got {policy!r}.")
+        raise ConfigError(
+            f"fit: policy must be one of 'resize_crop', 'resize', 'pad', 'none'; got {policy!r}."
+        )
     mh, mw = _size2(multiple, "fit")
     if policy == "none" and (x.shape[-2] % mh or x.shape[-1] % mw):
-        raise InputError(f"fit: input is {x.shape[-2]}x{x.shape[-1]} but the tokenizer needs multiples of "
-                         f"{mh}x{mw}; use policy='pad' or 'resize_crop'.")
+        raise InputError(
+            f"fit: input is {x.shape[-2]}x{x.shape[-1]} but the tokenizer needs multiples of "
+            f"{mh}x{mw}; use policy='pad' or 'resize_crop'."
+        )
     x, pad = pad_to_multiple(x, (mh, mw), mode=pad_mode)
     return Prepared(pixels=x, padding=pad, original_size=original)

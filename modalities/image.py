@@ -40,8 +40,15 @@ DEFAULT_MAX_PIXELS = 1 << 26
 DEFAULT_MIN_SIDE = 8
 """Smallest side accepted: below this no tokenizer has a single token to give."""
 
-FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
-           ".tif": "TIFF", ".tiff": "TIFF"}
+FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 """File suffixes `save` writes, and the Pillow format each one means."""
 
 _EXIF_ORIENTATION = 0x0112
@@ -73,19 +80,29 @@ def _open_pil(data: bytes, src: object, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:
-        raise MediaError(f"image {describe(src)} is larger than Pillow's decompression-bomb limit "
-                         f"({err}); refusing to decode it.") from err
+        raise MediaError(
+            f"image {describe(src)} is larger than Pillow's decompression-bomb limit "
+            f"({err}); refusing to decode it."
+        ) from err
     except UnidentifiedImageError as err:
         from modalities._sniff import sniff_bytes
 
         kind = sniff_bytes(data[:64])
-        what = f"it looks like {kind}" if kind not in (None, "image") else "its content is not a known image format"
-        raise MediaError(f"cannot read image {describe(src)}: {what}. Expected PNG, JPEG, WebP, BMP, TIFF or GIF; "
-                         "use modalities.detect(path) to see what the file is.") from err
+        what = (
+            f"it looks like {kind}"
+            if kind not in (None, "image")
+            else "its content is not a known image format"
+        )
+        raise MediaError(
+            f"cannot read image {describe(src)}: {what}. Expected PNG, JPEG, WebP, BMP, TIFF or GIF; "
+            "use modalities.detect(path) to see what the file is."
+        ) from err
     w, h = im.size
     if w * h > max_pixels:
-        raise MediaError(f"image {describe(src)} is {w}x{h} = {w * h} pixels, above the limit of {max_pixels} "
-                         "(a decompression-bomb guard); pass a larger max_pixels= if you trust the file.")
+        raise MediaError(
+            f"image {describe(src)} is {w}x{h} = {w * h} pixels, above the limit of {max_pixels} "
+            "(a decompression-bomb guard); pass a larger max_pixels= if you trust the file."
+        )
     return im
 
 
@@ -155,8 +172,10 @@ def _decode_file(src: Source, max_pixels: int, min_side: int) -> np.ndarray:
     im = _open_pil(data, src, max_pixels)
     w, h = im.size
     if min(w, h) < min_side:
-        raise MediaError(f"image {describe(src)} is {w}x{h} pixels; expected at least {min_side} pixels per side "
-                         "(pass min_side= to accept smaller images).")
+        raise MediaError(
+            f"image {describe(src)} is {w}x{h} pixels; expected at least {min_side} pixels per side "
+            "(pass min_side= to accept smaller images)."
+        )
     with decoding(src, "image"):
         orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
         if _bit_depth(im, data) == 16 and im.mode not in ("L", "I") and not im.mode.startswith("I;16"):
@@ -179,13 +198,16 @@ def _background(background: Background) -> np.ndarray:
     return np.broadcast_to(bg, (3,))
 
 
-def _hwc_to_canonical(arr: np.ndarray, background: Background, value_range: tuple[float, float] | None,
-                      what: str) -> torch.Tensor:
+def _hwc_to_canonical(
+    arr: np.ndarray, background: Background, value_range: tuple[float, float] | None, what: str
+) -> torch.Tensor:
     """(H, W, C) with C in 1..4 to (3, H, W) float32 in [-1, 1]."""
     c = arr.shape[-1]
     if c not in (1, 2, 3, 4):
-        raise InputError(f"{what}: expected 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA) channels, got {c} "
-                         f"in shape {tuple(arr.shape)}; images are (H, W, C) for numpy/PIL and (C, H, W) for torch.")
+        raise InputError(
+            f"{what}: expected 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA) channels, got {c} "
+            f"in shape {tuple(arr.shape)}; images are (H, W, C) for numpy/PIL and (C, H, W) for torch."
+        )
     if np.issubdtype(arr.dtype, np.floating):
         check_finite(arr, what)
         unit = scale_from_range(arr, value_range or (0.0, 1.0), what)
@@ -200,8 +222,9 @@ def _hwc_to_canonical(arr: np.ndarray, background: Background, value_range: tupl
     return out.float()
 
 
-def to_canonical(x: Any, *, value_range: tuple[float, float] | None = None,
-                 background: Background = 1.0) -> torch.Tensor:
+def to_canonical(
+    x: Any, *, value_range: tuple[float, float] | None = None, background: Background = 1.0
+) -> torch.Tensor:
     """Arrays and PIL images to (B, 3, H, W) float32 in [-1, 1].
 
     numpy/PIL follow the (H, W[, C]) / (N, H, W, C) layout, torch tensors (C, H, W) / (B, C, H, W).
@@ -231,8 +254,14 @@ def to_canonical(x: Any, *, value_range: tuple[float, float] | None = None,
     return torch.stack([_hwc_to_canonical(a, background, value_range, what) for a in arr])
 
 
-def load(src: Source | Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE,
-         background: Background = 1.0, value_range: tuple[float, float] | None = None) -> torch.Tensor:
+def load(
+    src: Source | Any,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
+    background: Background = 1.0,
+    value_range: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """Read an image file (PNG/JPEG/WebP/BMP/TIFF/GIF) or array into (1, 3, H, W) float32 in [-1, 1].
 
     EXIF orientation is applied; grey becomes RGB; alpha is composited over `background` (white).
@@ -250,12 +279,21 @@ def load(src: Source | Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: i
     return _hwc_to_canonical(arr, background, None, f"image {describe(src)}")[None]
 
 
-def prepare(src: Source | Any, *, size: int | tuple[int, int] | None = None, policy: Policy = "resize_crop",
-            multiple: int | tuple[int, int] = 1, pad_mode: PadMode = "replicate",
-            interpolation: Interp = "bicubic", **load_kwargs: Any) -> Prepared:
+def prepare(
+    src: Source | Any,
+    *,
+    size: int | tuple[int, int] | None = None,
+    policy: Policy = "resize_crop",
+    multiple: int | tuple[int, int] = 1,
+    pad_mode: PadMode = "replicate",
+    interpolation: Interp = "bicubic",
+    **load_kwargs: Any,
+) -> Prepared:
     """`load` then `geometry.fit`: what a tokenizer's spec asks for, with the padding remembered."""
     pixels = load(src, **load_kwargs)
-    return fit(pixels, size=size, policy=policy, multiple=multiple, pad_mode=pad_mode, interpolation=interpolation)
+    return fit(
+        pixels, size=size, policy=policy, multiple=multiple, pad_mode=pad_mode, interpolation=interpolation
+    )
 
 
 def info(src: Source) -> ImageInfo:
@@ -263,9 +301,15 @@ def info(src: Source) -> ImageInfo:
     data = read_bytes(src, "image")
     im = _open_pil(data, src, max_pixels=1 << 62)
     with decoding(src, "image"):
-        return ImageInfo(width=im.size[0], height=im.size[1], mode=im.mode, format=im.format or "",
-                         bit_depth=_bit_depth(im, data), frames=int(getattr(im, "n_frames", 1)),
-                         orientation=int(im.getexif().get(_EXIF_ORIENTATION, 1)))
+        return ImageInfo(
+            width=im.size[0],
+            height=im.size[1],
+            mode=im.mode,
+            format=im.format or "",
+            bit_depth=_bit_depth(im, data),
+            frames=int(getattr(im, "n_frames", 1)),
+            orientation=int(im.getexif().get(_EXIF_ORIENTATION, 1)),
+        )
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -279,12 +323,16 @@ def to_uint(x: Any, bit_depth: int = 8, *, padding: Padding | None = None) -> np
     shape = tuple(t.shape)
     if t.ndim == 4:
         if t.shape[0] != 1:
-            raise InputError(f"save writes one image, got a batch of {t.shape[0]} (shape {shape}); save x[i:i+1] "
-                             "for each i, or use modalities.plots.image_grid for a contact sheet.")
+            raise InputError(
+                f"save writes one image, got a batch of {t.shape[0]} (shape {shape}); save x[i:i+1] "
+                "for each i, or use modalities.plots.image_grid for a contact sheet."
+            )
         t = t[0]
     if t.ndim != 3 or t.shape[0] not in (1, 3):
-        raise InputError(f"expected a canonical image (1, 3, H, W) or (3, H, W) (or 1 channel for grey), "
-                         f"got shape {shape}.")
+        raise InputError(
+            f"expected a canonical image (1, 3, H, W) or (3, H, W) (or 1 channel for grey), "
+            f"got shape {shape}."
+        )
     t = t.detach().cpu().double()
     check_finite(t, "image to save")
     if padding is not None:
@@ -310,8 +358,15 @@ def _encode_16bit_colour(arr: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def save(x: Any, path: PathLike, *, bit_depth: int = 8, quality: int = 95, lossless: bool = False,
-         padding: Padding | None = None) -> Path:
+def save(
+    x: Any,
+    path: PathLike,
+    *,
+    bit_depth: int = 8,
+    quality: int = 95,
+    lossless: bool = False,
+    padding: Padding | None = None,
+) -> Path:
     """Write a canonical image; the format follows the suffix (.png .jpg .webp .bmp .tif).
 
     `bit_depth=16` is for PNG and TIFF. `lossless=True` makes WebP lossless (PNG/BMP/TIFF always are).
@@ -320,8 +375,10 @@ def save(x: Any, path: PathLike, *, bit_depth: int = 8, quality: int = 95, lossl
     out = Path(os.fspath(path))
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
-        raise InputError(f"cannot save image to {describe(path)}: unknown suffix {out.suffix!r}; use one of "
-                         f"{', '.join(sorted(FORMATS))}.")
+        raise InputError(
+            f"cannot save image to {describe(path)}: unknown suffix {out.suffix!r}; use one of "
+            f"{', '.join(sorted(FORMATS))}."
+        )
     if bit_depth == 16 and fmt not in ("PNG", "TIFF"):
         raise InputError(f"bit_depth=16 is only for .png and .tif, got {out.suffix!r}.")
     if not out.parent.is_dir():
@@ -332,13 +389,15 @@ def save(x: Any, path: PathLike, *, bit_depth: int = 8, quality: int = 95, lossl
         if bit_depth == 16 and not grey:
             out.write_bytes(_encode_16bit_colour(arr, fmt))
             return out
-        im = Image.fromarray(arr[..., 0].astype(np.uint16) if (grey and bit_depth == 16) else
-                             (arr[..., 0] if grey else arr))
+        im = Image.fromarray(
+            arr[..., 0].astype(np.uint16) if (grey and bit_depth == 16) else (arr[..., 0] if grey else arr)
+        )
         kwargs: dict[str, Any] = {}
         if fmt == "JPEG":
             kwargs = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
         elif fmt == "WEBP":
-            kwargs = {"quality": 100 if lossless else quality, "lossless": lossless}
+            # in lossless mode WebP's "quality" is encoder effort, not fidelity: 50 is 5x faster than 100
+            kwargs = {"quality": 50 if lossless else quality, "lossless": lossless}
         elif fmt == "TIFF":
             kwargs = {"compression": "tiff_deflate"}
         im.save(out, format=fmt, **kwargs)

@@ -31,11 +31,15 @@ def _pair(x: Any, y: Any, what: str, min_ndim: int) -> tuple[torch.Tensor, torch
     a = torch.as_tensor(x).detach().double()
     b = torch.as_tensor(y).detach().double().to(a.device)
     if a.shape != b.shape:
-        raise InputError(f"{what}: the two inputs must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}.")
+        raise InputError(
+            f"{what}: the two inputs must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}."
+        )
     if a.ndim == min_ndim - 1:
         a, b = a[None], b[None]
     if a.ndim < min_ndim:
-        raise InputError(f"{what}: expected at least {min_ndim} axes with the batch first, got {tuple(a.shape)}.")
+        raise InputError(
+            f"{what}: expected at least {min_ndim} axes with the batch first, got {tuple(a.shape)}."
+        )
     check_finite(a, f"{what} (first input)")
     check_finite(b, f"{what} (second input)")
     return a, b
@@ -58,8 +62,16 @@ def _gaussian_taps(size: int, sigma: float) -> torch.Tensor:
     return g / g.sum()
 
 
-def ssim(x: Any, y: Any, *, data_range: float = 2.0, sigma: float = 1.5, win_size: int = 11,
-         k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+def ssim(
+    x: Any,
+    y: Any,
+    *,
+    data_range: float = 2.0,
+    sigma: float = 1.5,
+    win_size: int = 11,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
     """Structural similarity (Wang et al. 2004) per item, averaged over channels (and frames).
 
     Gaussian window (sigma 1.5, 11 taps), population covariances, statistics only where the window
@@ -69,16 +81,24 @@ def ssim(x: Any, y: Any, *, data_range: float = 2.0, sigma: float = 1.5, win_siz
     a, b = _pair(x, y, "ssim", 4)
     if a.ndim == 5:  # video: score every frame as an image
         bsz, c, t = a.shape[:3]
-        per_frame = ssim(a.transpose(1, 2).reshape(bsz * t, c, *a.shape[3:]),
-                         b.transpose(1, 2).reshape(bsz * t, c, *b.shape[3:]), data_range=data_range,
-                         sigma=sigma, win_size=win_size, k1=k1, k2=k2)
+        per_frame = ssim(
+            a.transpose(1, 2).reshape(bsz * t, c, *a.shape[3:]),
+            b.transpose(1, 2).reshape(bsz * t, c, *b.shape[3:]),
+            data_range=data_range,
+            sigma=sigma,
+            win_size=win_size,
+            k1=k1,
+            k2=k2,
+        )
         return per_frame.reshape(bsz, t).mean(dim=1)
     if a.ndim != 4:
         raise InputError(f"ssim: expected (B, C, H, W) or (B, C, T, H, W), got {tuple(a.shape)}.")
     h, w = a.shape[-2:]
     if min(h, w) < win_size:
-        raise InputError(f"ssim: images are {h}x{w}, smaller than the {win_size}x{win_size} window; "
-                         "pass a smaller win_size or use larger images.")
+        raise InputError(
+            f"ssim: images are {h}x{w}, smaller than the {win_size}x{win_size} window; "
+            "pass a smaller win_size or use larger images."
+        )
     g = _gaussian_taps(win_size, sigma).to(a.device)
     bsz, c = a.shape[:2]
 
@@ -117,13 +137,26 @@ def _magnitude(x: torch.Tensor, n_fft: int, hop: int, win: int) -> torch.Tensor:
     flat = x.reshape(-1, x.shape[-1])
     if flat.shape[-1] <= n_fft // 2:
         raise InputError(f"signal of {flat.shape[-1]} samples is too short for an STFT with n_fft={n_fft}.")
-    spec = torch.stft(flat, n_fft, hop_length=hop, win_length=win, window=window, center=True,
-                      pad_mode="reflect", return_complex=True)
+    spec = torch.stft(
+        flat,
+        n_fft,
+        hop_length=hop,
+        win_length=win,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
     return spec.abs().reshape(*x.shape[:-1], *spec.shape[-2:])
 
 
-def stft_distance(estimate: Any, reference: Any, *,
-                  resolutions: Sequence[tuple[int, int, int]] = STFT_RESOLUTIONS, eps: float = 1e-7) -> torch.Tensor:
+def stft_distance(
+    estimate: Any,
+    reference: Any,
+    *,
+    resolutions: Sequence[tuple[int, int, int]] = STFT_RESOLUTIONS,
+    eps: float = 1e-7,
+) -> torch.Tensor:
     """Multi-resolution STFT distance per item: mean over resolutions of spectral convergence
     ``||R| - |E||_F / ||R||_F`` plus log-magnitude L1 ``mean|log|R| - log|E||`` (Yamamoto et al. 2020)."""
     est, ref = _pair(estimate, reference, "stft_distance", 3)
@@ -151,8 +184,9 @@ def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
-                   fmax: float | None = None) -> torch.Tensor:
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> torch.Tensor:
     """(n_mels, n_fft // 2 + 1) triangular filters on the Slaney mel scale, area-normalised (Slaney norm)."""
     fmax = sample_rate / 2.0 if fmax is None else fmax
     if not 0 <= fmin < fmax <= sample_rate / 2.0:
@@ -163,20 +197,39 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
     rising = (bins[None] - lower) / (centre - lower)
     falling = (upper - bins[None]) / (upper - centre)
     weights = np.maximum(0.0, np.minimum(rising, falling))
-    weights *= (2.0 / (upper - lower))
+    weights *= 2.0 / (upper - lower)
     return torch.from_numpy(weights)
 
 
-def log_mel(x: torch.Tensor, sample_rate: int, *, n_fft: int = 1024, hop: int = 256, n_mels: int = 80,
-            fmin: float = 0.0, fmax: float | None = None, eps: float = 1e-5) -> torch.Tensor:
+def log_mel(
+    x: torch.Tensor,
+    sample_rate: int,
+    *,
+    n_fft: int = 1024,
+    hop: int = 256,
+    n_mels: int = 80,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
     """Natural-log mel magnitude spectrogram (..., n_mels, frames) of (B, C, N) audio."""
     mag = _magnitude(x, n_fft, hop, n_fft)
     fb = mel_filterbank(int(sample_rate), n_fft, n_mels, fmin, fmax).to(mag)
     return torch.log(torch.einsum("mf,...ft->...mt", fb, mag).clamp_min(eps))
 
 
-def mel_distance(estimate: Any, reference: Any, sample_rate: int, *, n_fft: int = 1024, hop: int = 256,
-                 n_mels: int = 80, fmin: float = 0.0, fmax: float | None = None, eps: float = 1e-5) -> torch.Tensor:
+def mel_distance(
+    estimate: Any,
+    reference: Any,
+    sample_rate: int,
+    *,
+    n_fft: int = 1024,
+    hop: int = 256,
+    n_mels: int = 80,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
     """Mean absolute difference of log-mel spectrograms per item (the 'mel distance' codecs report)."""
     est, ref = _pair(estimate, reference, "mel_distance", 3)
     kwargs = {"n_fft": n_fft, "hop": hop, "n_mels": n_mels, "fmin": fmin, "fmax": fmax, "eps": eps}
@@ -195,15 +248,18 @@ def pesq(estimate: Any, reference: Any, sample_rate: int, *, mode: str = "wb") -
     try:
         from pesq import pesq as _pesq
     except ImportError as err:
-        raise BackendError("PESQ needs the optional package 'pesq' (pip install pesq, or the [metrics] extra).") \
-            from err
+        raise BackendError(
+            "PESQ needs the optional package 'pesq' (pip install pesq, or the [metrics] extra)."
+        ) from err
     if mode not in ("wb", "nb"):
         raise InputError(f"pesq mode must be 'wb' (16 kHz) or 'nb' (8 kHz), got {mode!r}.")
     rate = 16000 if mode == "wb" else 8000
     est, ref = _mono_items(estimate, reference, "pesq")
     if int(sample_rate) != rate:
         est, ref = resample(est, int(sample_rate), rate), resample(ref, int(sample_rate), rate)
-    return torch.tensor([float(_pesq(rate, r, e, mode)) for r, e in zip(ref, est, strict=True)], dtype=torch.float64)
+    return torch.tensor(
+        [float(_pesq(rate, r, e, mode)) for r, e in zip(ref, est, strict=True)], dtype=torch.float64
+    )
 
 
 def stoi(estimate: Any, reference: Any, sample_rate: int, *, extended: bool = False) -> torch.Tensor:
@@ -211,8 +267,9 @@ def stoi(estimate: Any, reference: Any, sample_rate: int, *, extended: bool = Fa
     try:
         from pystoi import stoi as _stoi
     except ImportError as err:
-        raise BackendError("STOI needs the optional package 'pystoi' (pip install pystoi, or the [metrics] "
-                           "extra).") from err
+        raise BackendError(
+            "STOI needs the optional package 'pystoi' (pip install pystoi, or the [metrics] extra)."
+        ) from err
     est, ref = _mono_items(estimate, reference, "stoi")
     scores = [float(_stoi(r, e, int(sample_rate), extended=extended)) for r, e in zip(ref, est, strict=True)]
     return torch.tensor(scores, dtype=torch.float64)
@@ -244,12 +301,19 @@ def codebook_usage(ids: Any, codebook_size: int) -> CodebookUsage:
         raise InputError("codebook_usage got no ids.")
     lo, hi = int(flat.min()), int(flat.max())
     if lo < 0 or hi >= codebook_size:
-        raise InputError(f"token ids span [{lo}, {hi}] but the codebook has {codebook_size} entries "
-                         f"(valid ids 0..{codebook_size - 1}).")
+        raise InputError(
+            f"token ids span [{lo}, {hi}] but the codebook has {codebook_size} entries "
+            f"(valid ids 0..{codebook_size - 1})."
+        )
     counts = torch.bincount(flat, minlength=codebook_size)
     p = counts.double() / counts.sum()
     nz = p[p > 0]
     entropy = float(-(nz * nz.log()).sum())
     used = int((counts > 0).sum())
-    return CodebookUsage(counts=counts, used=used, usage=used / codebook_size, perplexity=math.exp(entropy),
-                         entropy_bits=entropy / math.log(2.0))
+    return CodebookUsage(
+        counts=counts,
+        used=used,
+        usage=used / codebook_size,
+        perplexity=math.exp(entropy),
+        entropy_bits=entropy / math.log(2.0),
+    )

@@ -46,13 +46,22 @@ def _write(fig: Figure, path: PathLike, dpi: int) -> Path:
     return out
 
 
-def image_grid(originals: Any, reconstructions: Any, path: PathLike, *, titles: list[str] | None = None,
-               max_items: int = 8, dpi: int = 100) -> Path:
+def image_grid(
+    originals: Any,
+    reconstructions: Any,
+    path: PathLike,
+    *,
+    titles: list[str] | None = None,
+    max_items: int = 8,
+    dpi: int = 100,
+) -> Path:
     """Originals (top row) over reconstructions (bottom row), with each pair's PSNR in the title."""
     a = _as_batch(originals, 4, "image_grid originals")[:max_items]
     b = _as_batch(reconstructions, 4, "image_grid reconstructions")[:max_items]
     if a.shape != b.shape:
-        raise InputError(f"image_grid: originals {tuple(a.shape)} and reconstructions {tuple(b.shape)} differ.")
+        raise InputError(
+            f"image_grid: originals {tuple(a.shape)} and reconstructions {tuple(b.shape)} differ."
+        )
     n = a.shape[0]
     scores = psnr(a, b)
     h, w = a.shape[-2:]
@@ -69,33 +78,46 @@ def image_grid(originals: Any, reconstructions: Any, path: PathLike, *, titles: 
     return _write(fig, path, dpi)
 
 
-def video_strip(video: Any, path: PathLike, *, reconstruction: Any | None = None, frames: int = 8,
-                dpi: int = 100) -> Path:
+def video_strip(
+    video: Any, path: PathLike, *, reconstruction: Any | None = None, frames: int = 8, dpi: int = 100
+) -> Path:
     """`frames` evenly spaced frames of the first video in a row (reconstruction in a second row)."""
     v = _as_batch(video, 5, "video_strip video")[0]
     rows = [("original", v)]
     if reconstruction is not None:
         r = _as_batch(reconstruction, 5, "video_strip reconstruction")[0]
         if r.shape != v.shape:
-            raise InputError(f"video_strip: video {tuple(v.shape)} and reconstruction {tuple(r.shape)} differ.")
+            raise InputError(
+                f"video_strip: video {tuple(v.shape)} and reconstruction {tuple(r.shape)} differ."
+            )
         rows.append(("reconstruction", r))
     t = v.shape[1]
     picks = np.unique(np.linspace(0, t - 1, min(frames, t)).round().astype(int))
     h, w = v.shape[-2:]
-    fig = Figure(figsize=(max(3.0, 1.8 * len(picks) * w / max(h, w)), 2.0 * len(rows) + 0.4))
+    panel = 1.8
+    fig = Figure(figsize=(max(3.0, panel * len(picks)), len(rows) * (panel * h / w + 0.35) + 0.2))
     for r_i, (label, clip) in enumerate(rows):
         for c_i, k in enumerate(picks):
             ax = fig.add_subplot(len(rows), len(picks), r_i * len(picks) + c_i + 1)
             ax.imshow(_to_hwc(clip[:, k]), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{label[:5]} t={k}", fontsize=7)
+            ax.set_title(f"{label} t={k}", fontsize=7)
     fig.tight_layout()
     return _write(fig, path, dpi)
 
 
-def spectrogram_comparison(reference: Any, estimate: Any, sample_rate: int, path: PathLike, *,
-                           n_fft: int = 1024, hop: int = 256, n_mels: int = 80, dpi: int = 100) -> Path:
+def spectrogram_comparison(
+    reference: Any,
+    estimate: Any,
+    sample_rate: int,
+    path: PathLike,
+    *,
+    n_fft: int = 1024,
+    hop: int = 256,
+    n_mels: int = 80,
+    dpi: int = 100,
+) -> Path:
     """Log-mel spectrograms of reference, estimate and their difference (first item, channels averaged)."""
     ref = _as_batch(reference, 3, "spectrogram reference")[:1].mean(dim=1, keepdim=True)
     est = _as_batch(estimate, 3, "spectrogram estimate")[:1].mean(dim=1, keepdim=True)
@@ -105,20 +127,32 @@ def spectrogram_comparison(reference: Any, estimate: Any, sample_rate: int, path
     m_est = log_mel(est, sample_rate, n_fft=n_fft, hop=hop, n_mels=n_mels)[0, 0].numpy()
     seconds = n / sample_rate
     fig = Figure(figsize=(9.0, 7.0))
+    axes = []
     lo, hi = float(m_ref.min()), float(m_ref.max())
-    panels = (("reference", m_ref, "magma", (lo, hi)), ("estimate", m_est, "magma", (lo, hi)),
-              ("estimate - reference", m_est - m_ref, "coolwarm", None))
+    panels = (
+        ("reference", m_ref, "magma", (lo, hi)),
+        ("estimate", m_est, "magma", (lo, hi)),
+        ("estimate - reference", m_est - m_ref, "coolwarm", None),
+    )
     for i, (title, data, cmap, limits) in enumerate(panels):
         ax = fig.add_subplot(3, 1, i + 1)
+        axes.append(ax)
         if limits is None:
             span = float(np.abs(data).max()) or 1.0
             limits = (-span, span)
-        im = ax.imshow(data, origin="lower", aspect="auto", cmap=cmap, vmin=limits[0], vmax=limits[1],
-                       extent=(0.0, seconds, 0, n_mels))
+        im = ax.imshow(
+            data,
+            origin="lower",
+            aspect="auto",
+            cmap=cmap,
+            vmin=limits[0],
+            vmax=limits[1],
+            extent=(0.0, seconds, 0, n_mels),
+        )
         ax.set_title(f"{title} (log-mel, {sample_rate} Hz)", fontsize=9)
         ax.set_ylabel("mel bin")
         fig.colorbar(im, ax=ax)
-    fig.axes[2].set_xlabel("seconds")
+    axes[-1].set_xlabel("seconds")
     fig.tight_layout()
     return _write(fig, path, dpi)
 
@@ -129,15 +163,19 @@ def codebook_histogram(ids: Any, codebook_size: int, path: PathLike, *, dpi: int
     counts = usage.counts.numpy()
     fig = Figure(figsize=(9.0, 3.6))
     ax = fig.add_subplot(1, 2, 1)
-    ax.bar(np.arange(codebook_size), counts, width=1.0, color="tab:blue")
+    # one filled step artist instead of one bar per code: codebooks have up to 2**18 entries
+    ax.stairs(counts, np.arange(codebook_size + 1), fill=True, color="tab:blue")
+    ax.set_xlim(0, codebook_size)
+    ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xlabel("code index")
-    ax.set_ylabel("count")
+    ax.set_ylabel("count (symlog)")
     ax.set_title(f"{usage.used}/{codebook_size} codes used ({usage.usage:.1%})", fontsize=9)
     ax2 = fig.add_subplot(1, 2, 2)
     ranked = np.sort(counts)[::-1]
-    ax2.plot(np.arange(1, codebook_size + 1), ranked / max(1, ranked.sum()), color="tab:orange")
+    ranked = ranked[ranked > 0]
+    ax2.plot(np.arange(1, len(ranked) + 1), ranked / ranked.sum(), color="tab:orange")
     ax2.set_xscale("log")
-    ax2.set_yscale("symlog", linthresh=1e-6)
+    ax2.set_yscale("log")
     ax2.set_xlabel("rank")
     ax2.set_ylabel("frequency")
     ax2.set_title(f"perplexity {usage.perplexity:.1f} ({usage.entropy_bits:.2f} bits)", fontsize=9)

@@ -58,7 +58,9 @@ def kaiser_lowpass(up: int, down: int, quality: Quality = "high") -> np.ndarray:
     return taps.astype(np.float64)
 
 
-def resample(x: ArrayT, orig_rate: int, new_rate: int, *, axis: int = -1, quality: Quality = "high") -> ArrayT:
+def resample(
+    x: ArrayT, orig_rate: int, new_rate: int, *, axis: int = -1, quality: Quality = "high"
+) -> ArrayT:
     """Resample `x` along `axis` from `orig_rate` to `new_rate` Hz.
 
     Accepts numpy arrays and torch tensors (computed in float64 on the CPU, returned as float32 on the

@@ -1,8 +1,9 @@
-"""Video in and out with PyAV: files (MP4/WebM/MKV/MOV/AVI/GIF) to canonical (B, 3, T, H, W) float32 in [-1, 1].
+"""Video in and out with PyAV: MP4/WebM/MKV/MOV/AVI/GIF to canonical (B, 3, T, H, W) float32 in [-1, 1].
 
 Frames are chosen while decoding, so a long video sampled at a low rate never sits whole in memory:
 `fps=` picks, for each target time k / fps, the decoded frame nearest to it (by presentation time,
-so variable-frame-rate files sample correctly); `stride=` keeps every n-th decoded frame.
+so variable-frame-rate files sample correctly; a tie goes to the earlier frame); `stride=` keeps
+every n-th decoded frame.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ def _open(src: Source) -> av.container.InputContainer:
 def _video_stream(container: av.container.InputContainer, src: object) -> av.video.stream.VideoStream:
     if not container.streams.video:
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
-        raise MediaError(f"{describe(src)} has no video stream (streams: {kinds}); "
-                         "use modalities.audio.load for audio-only files.")
+        raise MediaError(
+            f"{describe(src)} has no video stream (streams: {kinds}); "
+            "use modalities.audio.load for audio-only files."
+        )
     return container.streams.video[0]
 
 
@@ -93,9 +96,15 @@ def info(src: Source) -> VideoInfo:
         else:
             duration = 0.0
         frames = int(stream.frames) or int(round(duration * fps))
-        return VideoInfo(width=stream.codec_context.width, height=stream.codec_context.height, fps=fps,
-                         frames=frames, duration=duration or frames / fps, codec=stream.codec_context.name,
-                         has_audio=bool(container.streams.audio))
+        return VideoInfo(
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=fps,
+            frames=frames,
+            duration=duration or frames / fps,
+            codec=stream.codec_context.name,
+            has_audio=bool(container.streams.audio),
+        )
 
 
 def _check_head(src: Source) -> None:
@@ -103,8 +112,9 @@ def _check_head(src: Source) -> None:
         raise MediaError(f"video file {describe(src)} is empty (0 bytes).")
 
 
-def _timed_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                  native_fps: float) -> Iterator[tuple[float, av.VideoFrame]]:
+def _timed_frames(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, native_fps: float
+) -> Iterator[tuple[float, av.VideoFrame]]:
     """(seconds from the first frame, frame) pairs in presentation order."""
     first: float | None = None
     for index, frame in enumerate(container.decode(stream)):
@@ -114,8 +124,15 @@ def _timed_frames(container: av.container.InputContainer, stream: av.video.strea
         yield t - first, frame
 
 
-def _select(frames: Iterator[tuple[float, av.VideoFrame]], *, fps: float | None, stride: int, start: float,
-            stop: float, frame_period: float) -> Iterator[av.VideoFrame]:
+def _select(
+    frames: Iterator[tuple[float, av.VideoFrame]],
+    *,
+    fps: float | None,
+    stride: int,
+    start: float,
+    stop: float,
+    frame_period: float,
+) -> Iterator[av.VideoFrame]:
     """Frames kept by the sampling rule, in order (a frame repeats when `fps` exceeds the native rate)."""
     if fps is None:
         kept = 0
@@ -133,7 +150,7 @@ def _select(frames: Iterator[tuple[float, av.VideoFrame]], *, fps: float | None,
     prev: tuple[float, av.VideoFrame] | None = None
     for t, frame in frames:
         while target < stop - _EPS and target <= t + _EPS:
-            if prev is None or (t - target) <= (target - prev[0]):
+            if prev is None or (t - target) < (target - prev[0]) - _EPS:  # a tie goes to the earlier frame
                 yield frame
             else:
                 yield prev[1]
@@ -148,9 +165,16 @@ def _select(frames: Iterator[tuple[float, av.VideoFrame]], *, fps: float | None,
             target += step
 
 
-def load_with_fps(src: Source | Any, *, fps: float | None = None, stride: int | None = None, start: float = 0.0,
-                  duration: float | None = None, max_frames: int | None = None,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, float]:
+def load_with_fps(
+    src: Source | Any,
+    *,
+    fps: float | None = None,
+    stride: int | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    max_frames: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[torch.Tensor, float]:
     """Like `load`, also returning the frame rate of the result."""
     if fps is not None and stride is not None:
         raise InputError("pass either fps= (resample in time) or stride= (keep every n-th frame), not both.")
@@ -159,7 +183,9 @@ def load_with_fps(src: Source | Any, *, fps: float | None = None, stride: int | 
     if stride is not None and stride < 1:
         raise InputError(f"stride must be >= 1, got {stride}.")
     if start < 0 or (duration is not None and duration <= 0):
-        raise InputError(f"start must be >= 0 and duration > 0 seconds, got start={start}, duration={duration}.")
+        raise InputError(
+            f"start must be >= 0 and duration > 0 seconds, got start={start}, duration={duration}."
+        )
     if not is_file_source(src):
         return to_canonical(src), float(fps or 0.0)
     _check_head(src)
@@ -169,34 +195,58 @@ def load_with_fps(src: Source | Any, *, fps: float | None = None, stride: int | 
         stream.thread_type = "AUTO"
         w, h = stream.codec_context.width, stream.codec_context.height
         if w * h > max_pixels:
-            raise MediaError(f"video {describe(src)} has {w}x{h} frames, above max_pixels={max_pixels}; "
-                             "pass a larger max_pixels= if you mean it.")
+            raise MediaError(
+                f"video {describe(src)} has {w}x{h} frames, above max_pixels={max_pixels}; "
+                "pass a larger max_pixels= if you mean it."
+            )
         native = _native_fps(stream)
         stop = float("inf") if duration is None else start + duration
-        chosen = _select(_timed_frames(container, stream, native), fps=fps, stride=stride or 1, start=start,
-                         stop=stop, frame_period=1.0 / native)
+        chosen = _select(
+            _timed_frames(container, stream, native),
+            fps=fps,
+            stride=stride or 1,
+            start=start,
+            stop=stop,
+            frame_period=1.0 / native,
+        )
         for frame in chosen:
             frames.append(frame.to_ndarray(format="rgb24"))
             if max_frames is not None and len(frames) >= max_frames:
                 break
     if not frames:
         where = f" after {start}s" if start else ""
-        raise MediaError(f"video {describe(src)} contains no frames{where}; expected at least one decodable frame.")
+        raise MediaError(
+            f"video {describe(src)} contains no frames{where}; expected at least one decodable frame."
+        )
     out_fps = fps if fps is not None else native / (stride or 1)
     return _stack(frames), float(out_fps)
 
 
-def load(src: Source | Any, *, fps: float | None = None, stride: int | None = None, start: float = 0.0,
-         duration: float | None = None, max_frames: int | None = None,
-         max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+def load(
+    src: Source | Any,
+    *,
+    fps: float | None = None,
+    stride: int | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    max_frames: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> torch.Tensor:
     """Decode a video to (1, 3, T, H, W) float32 in [-1, 1], optionally resampled in time.
 
     `fps`: target frame rate (nearest frame per target time); `stride`: keep every n-th frame;
     `start`/`duration`: a window in seconds; `max_frames`: stop after that many frames. Arrays go
     through `to_canonical`.
     """
-    return load_with_fps(src, fps=fps, stride=stride, start=start, duration=duration, max_frames=max_frames,
-                         max_pixels=max_pixels)[0]
+    return load_with_fps(
+        src,
+        fps=fps,
+        stride=stride,
+        start=start,
+        duration=duration,
+        max_frames=max_frames,
+        max_pixels=max_pixels,
+    )[0]
 
 
 def _stack(frames: list[np.ndarray]) -> torch.Tensor:
@@ -248,8 +298,10 @@ def _frames_to_write(x: Any, padding: Padding | None) -> np.ndarray:
     shape = tuple(t.shape)
     if t.ndim == 5:
         if t.shape[0] != 1:
-            raise InputError(f"save writes one video, got a batch of {t.shape[0]} (shape {shape}); "
-                             "save x[i:i+1] for each i.")
+            raise InputError(
+                f"save writes one video, got a batch of {t.shape[0]} (shape {shape}); "
+                "save x[i:i+1] for each i."
+            )
         t = t[0]
     if t.ndim != 4 or t.shape[0] != 3:
         raise InputError(f"expected a canonical video (1, 3, T, H, W) or (3, T, H, W), got shape {shape}.")
@@ -269,8 +321,15 @@ def _even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
-def save(x: Any, path: PathLike, fps: float, *, crf: int = 18, lossless: bool = False,
-         padding: Padding | None = None) -> Path:
+def save(
+    x: Any,
+    path: PathLike,
+    fps: float,
+    *,
+    crf: int = 18,
+    lossless: bool = False,
+    padding: Padding | None = None,
+) -> Path:
     """Encode a canonical video; the container follows the suffix (.mp4 .mkv .webm .mov .gif).
 
     Lossy: H.264 (VP9 for .webm) in 4:2:0 at `crf` (odd sides are padded by one replicated pixel).
@@ -280,11 +339,15 @@ def save(x: Any, path: PathLike, fps: float, *, crf: int = 18, lossless: bool = 
     out = Path(os.fspath(path))
     suffix = out.suffix.lower()
     if suffix not in CODECS:
-        raise InputError(f"cannot save video to {describe(path)}: unknown suffix {suffix!r}; use one of "
-                         f"{', '.join(sorted(CODECS))}.")
+        raise InputError(
+            f"cannot save video to {describe(path)}: unknown suffix {suffix!r}; use one of "
+            f"{', '.join(sorted(CODECS))}."
+        )
     muxer, lossy, exact = CODECS[suffix]
     if lossless and exact is None:
-        raise InputError(f"{suffix} cannot store video losslessly; use .mkv, .mp4 or .webm with lossless=True.")
+        raise InputError(
+            f"{suffix} cannot store video losslessly; use .mkv, .mp4 or .webm with lossless=True."
+        )
     if not fps or fps <= 0:
         raise InputError(f"fps must be > 0, got {fps}.")
     if not out.parent.is_dir():
@@ -327,8 +390,15 @@ def _save_gif(frames: np.ndarray, out: Path, fps: float) -> Path:
 
     images = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.MEDIANCUT) for f in frames]
     try:
-        images[0].save(out, format="GIF", save_all=True, append_images=images[1:], loop=0,
-                       duration=max(20, round(1000.0 / fps)), optimize=False)
+        images[0].save(
+            out,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            loop=0,
+            duration=max(20, round(1000.0 / fps)),
+            optimize=False,
+        )
     except OSError as err:
         raise MediaError(f"cannot write video {describe(out)} as GIF: {err}.") from err
     return out
@@ -337,4 +407,3 @@ def _save_gif(frames: np.ndarray, out: Path, fps: float) -> Path:
 def frames_to_uint8(x: torch.Tensor) -> np.ndarray:
     """(T, H, W, 3) uint8 from a canonical video, for plots and custom writers."""
     return _frames_to_write(x, None)
-
