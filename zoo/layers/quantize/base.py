@@ -61,7 +61,9 @@ def check_latents(z: Tensor, dim: int, name: str = "z") -> None:
             f"{name} must have shape (..., {dim}) (channels last); got {tuple(z.shape)}. "
             "Move the channel axis last (e.g. x.movedim(1, -1)) or check the quantizer's dim."
         )
-    if z.numel() and not bool(torch.isfinite(z).all()):
+    # One cheap reduction: any NaN/Inf makes the sum non-finite; only then count (the sum can also
+    # overflow on huge but finite values, which the exact count below rules out).
+    if z.numel() and not bool(torch.isfinite(z.sum())) and not bool(torch.isfinite(z).all()):
         bad = int((~torch.isfinite(z)).sum())
         raise InputError(
             f"{name} must be finite; got {bad} NaN/Inf value(s) in a tensor of shape {tuple(z.shape)}. "
@@ -135,11 +137,21 @@ class Quantizer(nn.Module):
         raise NotImplementedError
 
 
-def straight_through(z: Tensor, q: Tensor) -> Tensor:
-    """Value of `q`, gradient of `z`."""
-    return z + (q - z).detach()
+def place_value_dtype(max_id: int) -> torch.dtype:
+    """The narrowest dtype in which sums of digit * place value stay exact up to `max_id`."""
+    if max_id < 2**24:
+        return torch.float32
+    if max_id < 2**53:
+        return torch.float64
+    return torch.int64
 
 
-def flatten_tokens(z: Tensor) -> tuple[Tensor, torch.Size]:
-    """(..., D) -> (N, D) and the leading shape to restore."""
-    return z.reshape(-1, z.shape[-1]), z.shape[:-1]
+def place_value_sum(digits: Tensor, place_values: Tensor) -> Tensor:
+    """int64 sum over the last axis of digits * place_values (a mixed-radix or binary number).
+
+    Done as a matrix-vector product in a float dtype wide enough to be exact (`place_values` carries
+    it, see `place_value_dtype`): one BLAS call instead of a slow reduction over a short last axis.
+    """
+    if place_values.dtype == torch.int64:
+        return (digits.long() * place_values).sum(-1)
+    return (digits.to(place_values.dtype) @ place_values).long()

@@ -14,7 +14,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from registry.errors import ConfigError, InputError
-from zoo.layers.quantize.base import Quantizer, QuantizerOutput, check_ids, check_latents
+from zoo.layers.quantize.base import (
+    Quantizer,
+    QuantizerOutput,
+    check_ids,
+    check_latents,
+    place_value_dtype,
+    place_value_sum,
+)
 from zoo.layers.quantize.training import straight_or_rotated
 from zoo.layers.quantize.usage import usage_or_none
 
@@ -44,9 +51,9 @@ def bits_to_ids(bits: Tensor, group_bits: int, bit_order: BitOrder = "lsb_first"
     """
     if bits.shape[-1] % group_bits:
         raise InputError(f"the bit axis ({bits.shape[-1]}) must be a multiple of group_bits ({group_bits}).")
-    weights = _bit_weights(group_bits, bit_order, bits.device)
-    grouped = bits.long().reshape(*bits.shape[:-1], bits.shape[-1] // group_bits, group_bits)
-    return (grouped * weights).sum(-1)
+    weights = _bit_weights(group_bits, bit_order, bits.device).to(place_value_dtype(2**group_bits - 1))
+    grouped = bits.reshape(*bits.shape[:-1], bits.shape[-1] // group_bits, group_bits)
+    return place_value_sum(grouped, weights)
 
 
 def ids_to_bits(ids: Tensor, group_bits: int, bit_order: BitOrder = "lsb_first") -> Tensor:
@@ -119,6 +126,8 @@ class LFQ(Quantizer):
         self.entropy_group_size = entropy_group_size
         self.commitment_weight = commitment_weight
         self.register_buffer("bit_weights", _bit_weights(bits, bit_order), persistent=False)
+        value_dtype = place_value_dtype(2**bits - 1)
+        self.register_buffer("place_values", self.bit_weights.to(value_dtype), persistent=False)
 
     @property
     def code_scale(self) -> float:
@@ -128,12 +137,13 @@ class LFQ(Quantizer):
         return z if z.dtype in (torch.float32, torch.float64) else z.float()
 
     def _codes(self, positive: Tensor, dtype: torch.dtype) -> Tensor:
-        return torch.where(positive, 1.0, -1.0).to(dtype) * self.code_scale
+        scale = self.code_scale
+        return torch.where(positive, scale, -scale).to(dtype)
 
     def encode(self, z: Tensor) -> Tensor:
         """Latents (..., bits) -> int64 ids (...)."""
         check_latents(z, self.dim)
-        return ((self.prepare(z) > 0).long() * self.bit_weights).sum(-1)
+        return place_value_sum(self.prepare(z) > 0, self.place_values)
 
     def decode(self, ids: Tensor) -> Tensor:
         """Integer ids (...) -> codes (..., bits) of ±codebook_scale (±1/sqrt(bits) for BSQ)."""
@@ -147,7 +157,7 @@ class LFQ(Quantizer):
         check_latents(z, self.dim)
         x = self.prepare(z)
         positive = x > 0
-        ids = (positive.long() * self.bit_weights).sum(-1)
+        ids = place_value_sum(positive, self.place_values)
         q = self._codes(positive, x.dtype)
         losses: dict[str, Tensor] = {}
         if self.training:

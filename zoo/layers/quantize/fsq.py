@@ -10,7 +10,14 @@ import torch
 from torch import Tensor
 
 from registry.errors import ConfigError
-from zoo.layers.quantize.base import Quantizer, QuantizerOutput, check_ids, check_latents
+from zoo.layers.quantize.base import (
+    Quantizer,
+    QuantizerOutput,
+    check_ids,
+    check_latents,
+    place_value_dtype,
+    place_value_sum,
+)
 from zoo.layers.quantize.usage import usage_or_none
 
 Bound = Literal["paper", "atanh", "scaled_tanh"]
@@ -78,6 +85,8 @@ class FSQ(Quantizer):
             half_l = half_width * tanh_scale
             shift = torch.zeros_like(level_t)
         self.register_buffer("basis", torch.tensor(weights, dtype=torch.long), persistent=False)
+        value_dtype = place_value_dtype(self.codebook_size - 1)
+        self.register_buffer("place_values", torch.tensor(weights, dtype=value_dtype), persistent=False)
         self.register_buffer("level_counts", torch.tensor(levels, dtype=torch.long), persistent=False)
         self.register_buffer("half_width", half_width.float(), persistent=False)
         self.register_buffer("half_width_long", half_width.long(), persistent=False)
@@ -99,8 +108,7 @@ class FSQ(Quantizer):
         return torch.round(self.bound(x))
 
     def _ids_from_rounded(self, rounded: Tensor) -> Tensor:
-        digits = rounded.long() + self.half_width_long
-        return (digits * self.basis).sum(-1)
+        return place_value_sum(rounded + self.half_width.to(rounded.dtype), self.place_values)
 
     def encode(self, z: Tensor) -> Tensor:
         """Latents (..., len(levels)) -> int64 ids (...) in [0, prod(levels))."""
