@@ -166,7 +166,7 @@ def _read_soundfile(src: Source, offset: float, duration: float | None) -> tuple
     target = io.BytesIO(bytes(src)) if isinstance(src, bytes | bytearray) else src
     with sf.SoundFile(target) as fh:
         rate = fh.samplerate
-        start = min(int(round(offset * rate)), fh.frames) if fh.frames >= 0 else int(round(offset * rate))
+        start = min(int(round(offset * rate)), fh.frames)
         count = -1 if duration is None else int(round(duration * rate))
         if start:
             fh.seek(start)

@@ -175,7 +175,7 @@ def load_with_fps(
     max_frames: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[torch.Tensor, float]:
-    """Like `load`, also returning the frame rate of the result."""
+    """Like `load`, also returning the frame rate of the result (for arrays: `fps` as given, else 0)."""
     if fps is not None and stride is not None:
         raise InputError("pass either fps= (resample in time) or stride= (keep every n-th frame), not both.")
     if fps is not None and fps <= 0:
@@ -187,7 +187,7 @@ def load_with_fps(
             f"start must be >= 0 and duration > 0 seconds, got start={start}, duration={duration}."
         )
     if not is_file_source(src):
-        return to_canonical(src), float(fps or 0.0)
+        return to_canonical(src), float(fps or 0.0)  # an array carries no rate: echo the one given
     _check_head(src)
     frames: list[np.ndarray] = []
     with decoding(src, "video"), _open(src) as container:
