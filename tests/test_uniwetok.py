@@ -145,6 +145,17 @@ def test_tokens_save_load_decode(tok: uw.UniWeTokTokenizer, tmp_path) -> None:
     assert torch.equal(tok.decode(loaded, noise=noise), tok.decode(tokens, noise=noise))
 
 
+def test_checkpoint_round_trip_keeps_config_and_tokens(tmp_path) -> None:
+    from registry import from_pretrained
+
+    model = create_tokenizer("uniwetok-tiny", group_bits=4).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = from_pretrained(tmp_path / "ckpt")
+    assert loaded.config == model.config and loaded.spec.codebook_sizes == (16,) * 4
+    x = image(1)
+    assert torch.equal(loaded.encode(x).ids, model.encode(x).ids)
+
+
 def test_embed_is_the_bits(tok: uw.UniWeTokTokenizer) -> None:
     tokens = tok.encode(image())
     assert torch.equal(tok.embed(tokens.ids), tok.to_bits(tokens))

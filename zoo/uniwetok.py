@@ -11,6 +11,9 @@ in groups of `group_bits` consecutive channels (`zoo.layers.quantize.GroupedBina
 convert losslessly both ways; `tokens_to_upstream` gives upstream's `(B, 128, h, w)` float +-1 layout.
 
 Upstream: github.com/shallowdream204/BitDance, `modeling/vision_encoder/autoencoder_uni.py` (Apache-2.0).
+BitDance's own binary autoencoders (`autoencoder.py`, the ae_d16c32 / ae_d32c128 / ae_d32c256 files) are
+another architecture (no attention or registers, no SigLu, ResBlocks that change width, encoder mid
+blocks, a decoder without noise), so this family does not load them.
 """
 
 from __future__ import annotations
@@ -345,6 +348,7 @@ class UniWeTokTokenizer(Tokenizer):
     family = "uniwetok"
     config_class = UniWeTokConfig
     modality = "image"
+    parity_cases = ("uniwetok/a",)
 
     def __init__(self, config: UniWeTokConfig) -> None:
         super().__init__(config)
