@@ -50,6 +50,13 @@ class _AttendPadded(torch.nn.Module):
         return attention(q, k, v, mask=MaskSpec.sliding_window(4, 0).key_padding(lengths), backend="sdpa")
 
 
+class _AttendCausal(torch.nn.Module):
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        return attention(q, k, v, mask=MaskSpec.causal(), backend="sdpa")
+
+
 def _export_and_run(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -90,3 +97,34 @@ def test_key_lengths_can_be_a_graph_input(tmp_path: Path) -> None:
         mask = MaskSpec.sliding_window(4, 0).key_padding(lengths)
         want = attention(*inputs, mask=mask, backend="math")
         assert abs(torch.from_numpy(got) - want).max().item() <= 1e-5, lengths
+
+
+@pytest.mark.parametrize("pattern", ["causal", "sliding_window"])
+def test_dynamic_length_export_serves_other_lengths(pattern: str, tmp_path: Path) -> None:
+    """With a symbolic length the exported graph must not be specialised to the example length."""
+    from torch.export import Dim
+
+    length = Dim("length", min=2, max=1024)
+    shapes = {name: {2: length} for name in ("q", "k", "v")}
+    shapes["lengths"] = None
+    module = _AttendPadded() if pattern == "sliding_window" else _AttendCausal()
+    example = tuple(torch.randn(BATCH, HEADS, LENGTH, HEAD_DIM) for _ in range(3))
+    path = tmp_path / f"dynamic_{pattern}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            (*example, torch.tensor([LENGTH, 9])),
+            str(path),
+            dynamic_shapes=shapes,
+            dynamo=True,
+            opset_version=18,
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for other in (7, 45):
+        inputs = (*(torch.randn(BATCH, HEADS, other, HEAD_DIM) for _ in range(3)), torch.tensor([other, 5]))
+        feeds = {arg.name: x.numpy() for arg, x in zip(session.get_inputs(), inputs, strict=True)}
+        (got,) = session.run(None, feeds)
+        want = module(*inputs)
+        assert got.shape == tuple(want.shape)
+        assert abs(torch.from_numpy(got) - want).max().item() <= 1e-5, other

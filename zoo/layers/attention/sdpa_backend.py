@@ -4,7 +4,8 @@
 * causal self-attention: `is_causal=True`.
 * sliding windows, and causal with padding, a bias or `Lq != Lk`: the queries are cut into chunks and
   each chunk attends to the key range its window can reach, with a small chunk-sized mask, so memory
-  grows linearly with length for a bounded window.
+  grows linearly with length for a bounded window. (Under ONNX export with a symbolic length the band
+  becomes one dense mask, so the graph keeps its dynamic length.)
 * block diagonal: one call per block (one batched call when all blocks have the same size).
 * grid patterns are partitioned into batches before they get here (see `dispatch.py`).
 
@@ -117,6 +118,15 @@ def _banded(
     if left is None and right == 0 and lq == lk and lengths is None and bias is None:
         return _kernel(q, k, v, None, None, dropout_p, scale, is_causal=True)
 
+    if not (isinstance(lq, int) and isinstance(lk, int)):
+        # symbolic lengths (ONNX export with a dynamic length): chunk bounds cannot be Python ints, so
+        # the band is one dense mask; the exported graph then serves every length
+        pos = torch.arange(lq, device=q.device)[:, None] + (lk - lq)
+        keys = torch.arange(lk, device=q.device)[None, :]
+        allowed = window_allows(pos, keys, left, right)
+        if lengths is not None:
+            allowed = allowed & (keys < lengths[:, None, None, None])
+        return _kernel(q, k, v, allowed, bias, dropout_p, scale)
     shift = lk - lq
     key_limit = lk if static_lengths is None else min(lk, max(static_lengths))
     span = None if left is None or right is None else left + right + 1

@@ -17,6 +17,7 @@ tensor bias (correct, O(L^2)), and `auto` prefers SDPA instead.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import math
@@ -30,6 +31,7 @@ from registry.errors import BackendError
 from zoo.layers.attention.masks import MaskSpec
 
 
+@functools.cache
 def xformers_installed() -> bool:
     return importlib.util.find_spec("xformers") is not None
 
