@@ -232,9 +232,12 @@ class S3Tokenizer(Tokenizer):
             return torch.stack(self._encode_mels(list(mel)))
         return self.ids_from_mel(mel)
 
+    def encoder_module(self) -> nn.Module:
+        return super().encoder_module().train(self.training)
+
     def mel_encoder_module(self) -> nn.Module:
         """(mel (B, n_mels, T) float32, mel_lengths (B,) int) -> ids (B, T'): upstream ONNX's own interface."""
-        return _MelToIds(self)
+        return _MelToIds(self).train(self.training)
 
     # -- bookkeeping paths -------------------------------------------------------------------------
     def encode(
