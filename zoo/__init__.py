@@ -11,6 +11,7 @@ Importing `zoo` imports every family module, which registers its variants and co
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from registry import (
@@ -40,15 +41,21 @@ for _module in FAMILY_MODULES:
     importlib.import_module(f"zoo.{_module}")
 
 
-def info(name: str) -> dict:
-    """The registered facts of a variant: family, modality, token spec, upstream source."""
+@functools.cache
+def _spec_and_size(name: str) -> tuple[TokenSpec, int]:
     import torch
 
+    with torch.device("meta"):  # the spec needs the architecture, not weights: build without memory
+        tok = create_tokenizer(name)
+    return tok.spec, sum(p.numel() for p in tok.parameters())
+
+
+def info(name: str) -> dict:
+    """The registered facts of a variant: family, modality, token spec, upstream source."""
     from registry import variant_info
 
     meta = variant_info(name)
-    with torch.device("meta"):  # the spec needs the architecture, not weights: build without memory
-        tok = create_tokenizer(name)
+    spec, size = _spec_and_size(name)
     return {
         "name": name,
         "family": meta.family,
@@ -56,8 +63,8 @@ def info(name: str) -> dict:
         "description": meta.description,
         "pretrained": meta.pretrained,
         "upstream": meta.upstream,
-        "spec": tok.spec,
-        "parameters": sum(p.numel() for p in tok.parameters()),
+        "spec": spec,
+        "parameters": size,
     }
 
 
