@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import pickle
@@ -18,6 +19,10 @@ from registry.errors import CheckpointError
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 AUTO_CONTAINERS = ("state_dict", "generator", "model", "module")
+# Plain-data classes research checkpoints carry beside their weights (e.g. the argparse options that
+# TokenFlow's and LlamaGen's training scripts save as checkpoint["args"]); the weights-only unpickler
+# still restricts what they hold.
+SAFE_PICKLE_GLOBALS = [argparse.Namespace]
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -52,7 +57,8 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 def read_torch_pickle(path: str | Path) -> Any:
     """torch.load with weights_only=True: tensors and plain containers only, never code."""
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
+        with torch.serialization.safe_globals(SAFE_PICKLE_GLOBALS):
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{path}: refusing to unpickle it: the file needs code execution to load "
