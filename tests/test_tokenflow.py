@@ -278,3 +278,22 @@ def test_siglip_teacher_matches_transformers() -> None:
         assert torch.allclose(ours.teacher_features(x), reference, atol=1e-5)
         tokens = ours.encode(x.clamp(-1, 1))
         assert ours.decode(tokens).shape == (2, 3, 56, 56)  # the pixel branch runs at 64 and is resized back
+
+
+def test_training_checkpoint_file_reads_safely_and_converts(tok: TokenFlowTokenizer, tmp_path) -> None:
+    """A file laid out as upstream's vq_train.py writes it (weights plus argparse options) converts, and
+    upstream's container order (ema, then model, then state_dict) picks the weights."""
+    import argparse
+
+    from registry.checkpoint import read_checkpoint
+
+    upstream = upstream_names(tok.state_dict(), tok.config.teacher_depth)
+    decoy = {k: torch.zeros_like(v) for k, v in upstream.items()}
+    path = tmp_path / "tokenflow.pt"
+    torch.save({"model": decoy, "ema": upstream, "steps": 7, "args": argparse.Namespace(teacher="clipb_224")}, path)
+    loaded = read_checkpoint(path)
+    config = {"ModelArgs": {"teacher": "clipb_224", "infer_interpolate": True}}
+    converted = convert("tokenflow", loaded, config, **dataclasses.asdict(tok.config))
+    x = images(1, seed=6)
+    with torch.no_grad():
+        assert torch.equal(converted.encode_ids(x), tok.encode_ids(x))
