@@ -32,9 +32,10 @@ from registry.errors import ConfigError, InputError
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 SOLVERS = ("euler", "midpoint", "rk2", "heun")
-"""`euler`: v(x_i, t_i). `midpoint`: v(x_i, (t_i + t_i+1) / 2), one evaluation a step (TaDiCodec).
-`rk2`: the explicit midpoint method, v at a half Euler step (two evaluations). `heun`: trapezoid
-predictor-corrector (two evaluations)."""
+"""`euler`: v(x_i, t_i). `midpoint`: v(x_i, (t_i + t_i+1) / 2), one evaluation a step (TaDiCodec's
+"midpoint" Euler; still first order when v depends on x). `rk2`: the explicit midpoint method, v at a
+half Euler step (two evaluations, second order). `heun`: trapezoid predictor-corrector (two
+evaluations, second order)."""
 
 _EVALS_PER_STEP = {"euler": 1, "midpoint": 1, "rk2": 2, "heun": 2}
 
