@@ -41,7 +41,7 @@ from registry.checkpoint import load_state_strict
 from registry.errors import CheckpointError, ConfigError, InputError, UnsupportedError
 from registry.registry import register_converter, register_tokenizer
 from zoo.layers.attention import MaskSpec, attention
-from zoo.layers.position_bias import alibi_bias, alibi_slopes, window_bias, window_relative_index
+from zoo.layers.position_bias import alibi_bias, alibi_slopes, window_relative_index
 from zoo.layers.quantize import VectorQuantizer
 from zoo.layers.rotary import apply_rotary, rope_2d
 from zoo.spec import TokenSpec
@@ -77,7 +77,7 @@ class OmniTokenizerConfig:
     resolution: int = 256  # the training size (what `spec.input_size` reports); any size is accepted
     sequence_length: int = 17
     pad_mode: str = "replicate"  # how inputs are padded up to valid sizes: "replicate" or "constant"
-    chunk_tokens: int = 16384  # feed-forward rows per chunk at inference (bounds peak memory; same result)
+    chunk_tokens: int = 4096  # tokens per piece of attention / feed-forward work at inference (less memory)
 
 
 def check_config(config: OmniTokenizerConfig) -> None:
@@ -152,6 +152,14 @@ class PositionConv(nn.Module):
         return self.conv(y).permute(0, 2, 3, 4, 1)
 
 
+def table_bias(table: Tensor, window: tuple[Any, Any]) -> Tensor:
+    """A ((2wh-1)(2ww-1), heads) relative table read into the (heads, n, n) bias of one window (Swin order).
+
+    `position_bias.window_bias` without its range check, which reads tensor values and cannot export.
+    """
+    return table[window_relative_index(window, table.device)].permute(2, 0, 1)
+
+
 class ContinuousPositionBias(nn.Module):
     """Swin-V2 style bias: an MLP of signed log offsets, evaluated once per distinct (dy, dx).
 
@@ -174,7 +182,7 @@ class ContinuousPositionBias(nn.Module):
         table = torch.sign(offsets) * torch.log(offsets.abs() + 1)
         for layer in self.net:
             table = layer(table)
-        return window_bias(table, (height, width))
+        return table_bias(table, (height, width))
 
 
 class Attention(nn.Module):
@@ -227,7 +235,7 @@ class WindowAttention(nn.Module):
         batch, length, dim = x.shape
         qkv = self.qkv(self.norm(x)).reshape(batch, length, 3, self.heads, dim // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        bias = window_bias(self.relative_position_bias_table, self.window)
+        bias = table_bias(self.relative_position_bias_table, (self.window, self.window))
         out = attention(q, k, v, mask=MaskSpec.grid_window(grid, self.window), bias=bias,
                         scale=(dim // self.heads) ** -0.5)
         return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
@@ -249,13 +257,29 @@ class Block(nn.Module):
         self.ff = FeedForward(c.dim, c.ff_mult)
 
 
+def chunk_inference(x: Tensor, rows: int) -> bool:
+    """Whether to split work on `x` (tokens on all but the last axis) into pieces of <= `rows` tokens.
+
+    Only at inference: the pieces give the same values (the work is independent across them), but
+    training needs the whole graph and an exported graph must not depend on the input size.
+    """
+    return not (torch.is_grad_enabled() or is_exporting()) and x[..., 0].numel() > rows
+
+
 def chunked_rows(fn: Callable[[Tensor], Tensor], x: Tensor, rows: int) -> Tensor:
-    """`fn` applied to row chunks of a (N, D) view of `x` at inference; the same values, less memory."""
-    flat = x.reshape(-1, x.shape[-1])
-    if torch.is_grad_enabled() or is_exporting() or flat.shape[0] <= rows:
+    """`fn` (per token) applied to row chunks of a (N, D) view of `x`."""
+    if not chunk_inference(x, rows):
         return fn(x)
-    out = torch.cat([fn(part) for part in flat.split(rows)])
+    out = torch.cat([fn(part) for part in x.reshape(-1, x.shape[-1]).split(rows)])
     return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def chunked_along(fn: Callable[[Tensor], Tensor], x: Tensor, axis: int, rows: int) -> Tensor:
+    """`fn` applied to slices of `x` along `axis` of at most `rows` tokens (at least one index each)."""
+    if not chunk_inference(x, rows):
+        return fn(x)
+    per_index = x[..., 0].numel() // x.shape[axis]
+    return torch.cat([fn(part) for part in x.split(max(1, rows // per_index), dim=axis)], dim=axis)
 
 
 class SpatialTransformer(nn.Module):
@@ -269,26 +293,31 @@ class SpatialTransformer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.config
-        batch, frames, height, width, dim = x.shape
-        grid = (frames, height, width)
-        frame_mask = MaskSpec.grid_window(grid, (height, width))
+        height, width = x.shape[2], x.shape[3]
         rotary = None
         if c.spatial_pos == "rope":
-            cos, sin = rope_2d(height, width, c.dim_head, order="xy", layout="interleaved", device=x.device)
-            rotary = (cos.repeat(frames, 1)[:, None], sin.repeat(frames, 1)[:, None])
+            rotary = rope_2d(height, width, c.dim_head, order="xy", layout="interleaved", device=x.device)
         for block in self.blocks:
             if block.peg is not None:
                 x = x + block.peg(x)
-            flat = x.reshape(batch, frames * height * width, dim)
-            if block.kind == "w":
-                flat = flat + block.attn(flat, grid)
-            else:
-                attn = block.attn
-                bias = attn.position_bias(height, width) if attn.position_bias is not None else None
-                flat = flat + attn(flat, frame_mask, rotary=rotary, bias=bias)
-            flat = flat + chunked_rows(block.ff, flat, c.chunk_tokens)
-            x = flat.reshape(batch, frames, height, width, dim)
+            x = x + chunked_along(lambda part, blk=block: self._attend(blk, part, rotary), x, 1, c.chunk_tokens)
+            x = x + chunked_rows(block.ff, x, c.chunk_tokens)
         return self.norm_out(x)
+
+    @staticmethod
+    def _attend(block: Block, x: Tensor, rotary: tuple[Tensor, Tensor] | None) -> Tensor:
+        """Attention within each frame of tokens (B, T, h, w, D)."""
+        batch, frames, height, width, dim = x.shape
+        grid = (frames, height, width)
+        flat = x.reshape(batch, frames * height * width, dim)
+        if block.kind == "w":
+            out = block.attn(flat, grid)
+        else:
+            attn = block.attn
+            tables = None if rotary is None else tuple(t.repeat(frames, 1)[:, None] for t in rotary)
+            bias = attn.position_bias(height, width) if attn.position_bias is not None else None
+            out = attn(flat, MaskSpec.grid_window(grid, (height, width)), rotary=tables, bias=bias)
+        return out.reshape(batch, frames, height, width, dim)
 
 
 class TemporalTransformer(nn.Module):
@@ -303,22 +332,25 @@ class TemporalTransformer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         c = self.config
         batch, frames, height, width, dim = x.shape
-        grid = (frames, height, width)
-        mask = MaskSpec.temporal(grid, causal=c.causal_temporal)
         bias = None
         if c.attention_path == "legacy" and c.causal_temporal:
             bias = alibi_bias(alibi_slopes(c.heads).to(x.device), frames, frames).to(x.dtype)
         for block in self.blocks:
             assert block.peg is not None
             # Upstream holds these tokens as (b h w) t d and *reshapes* them to (b, t, h, w, d) for the PEG.
-            lines = x.permute(0, 2, 3, 1, 4)
-            scrambled = lines.reshape(batch, frames, height, width, dim)
+            scrambled = x.permute(0, 2, 3, 1, 4).reshape(batch, frames, height, width, dim)
             x = x + block.peg(scrambled).reshape(batch, height, width, frames, dim).permute(0, 3, 1, 2, 4)
-            flat = x.reshape(batch, frames * height * width, dim)
-            flat = flat + block.attn(flat, mask, bias=bias)
-            flat = flat + chunked_rows(block.ff, flat, c.chunk_tokens)
-            x = flat.reshape(batch, frames, height, width, dim)
+            x = x + chunked_along(lambda part, blk=block: self._attend(blk, part, bias), x, 2, c.chunk_tokens)
+            x = x + chunked_rows(block.ff, x, c.chunk_tokens)
         return self.norm_out(x)
+
+    def _attend(self, block: Block, x: Tensor, bias: Tensor | None) -> Tensor:
+        """Attention along time at each position of tokens (B, T, h, w, D)."""
+        batch, frames, height, width, dim = x.shape
+        grid = (frames, height, width)
+        flat = x.reshape(batch, frames * height * width, dim)
+        out = block.attn(flat, MaskSpec.temporal(grid, causal=self.config.causal_temporal), bias=bias)
+        return out.reshape(batch, frames, height, width, dim)
 
 
 class PatchEmbed(nn.Module):
