@@ -126,14 +126,21 @@ class ResidualLFQ(Quantizer):
             raise ConfigError(f"num_quantizers must lie in [1, {self.num_quantizers}]; got {num_quantizers}.")
         return n
 
-    def encode(self, z: Tensor, num_quantizers: int | None = None) -> Tensor:
-        """Latents (..., dim) -> int64 ids (..., n_q)."""
+    def encode(self, z: Tensor, num_quantizers: int | None = None, mask: Tensor | None = None) -> Tensor:
+        """Latents (..., dim) -> int64 ids (..., n_q).
+
+        `mask` (...) bool marks valid positions; elsewhere every quantizer searches a zero residual and
+        the residual is never updated, as MOSS-Audio-Tokenizer treats frames past a clip's length.
+        """
         check_latents(z, self.dim)
         residual = self.input_proj(z.float())
+        keep = None if mask is None else mask.unsqueeze(-1).to(residual.dtype)
         ids = []
         for layer in self.layers[: self._depth(num_quantizers)]:
-            layer_ids = layer._ids(residual)[1]
-            residual = residual - layer.lookup(layer_ids)
+            searched = residual if keep is None else residual * keep
+            layer_ids = layer._ids(searched)[1]
+            step = layer.lookup(layer_ids)
+            residual = residual - (step if keep is None else step * keep)
             ids.append(layer_ids)
         return torch.stack(ids, dim=-1)
 
