@@ -35,7 +35,9 @@ from zoo.tokenizer import Tokenizer, __version__
 from zoo.tokens import Tokens
 
 # One module per family; each registers its variants and converter at its bottom.
-FAMILY_MODULES: tuple[str, ...] = ("omnitokenizer", "s3tokenizer", "tokenflow", "uniflow", "uniwetok", "wavtokenizer")
+FAMILY_MODULES: tuple[str, ...] = (
+    "omnitokenizer", "s3tokenizer", "tokenflow", "uniflow", "uniwetok", "wavtokenizer", "xytokenizer"
+)
 
 for _module in FAMILY_MODULES:
     importlib.import_module(f"zoo.{_module}")
