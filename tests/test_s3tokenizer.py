@@ -414,3 +414,16 @@ def test_official_style_onnx_converts_by_graph_structure(tmp_path: Path, version
     assert torch.equal(via_files.encode(speechlike(1.0)).ids, tok.encode(speechlike(1.0)).ids)
     with pytest.raises(CheckpointError, match="@graph"):  # the initializer names alone cannot be mapped
         registry.convert("s3tokenizer", dig(loaded, None), upstream_config(tok, name))
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    tok = tiny("v1")
+    tok.save_pretrained(tmp_path / "ckpt")
+    loaded = zoo.from_pretrained(str(tmp_path / "ckpt"))
+    assert isinstance(loaded, S3Tokenizer) and loaded.config == tok.config
+    x = speechlike(1.2, 11)
+    tokens = tok.encode(x)
+    assert torch.equal(loaded.encode(x).ids, tokens.ids)
+    tokens.save(tmp_path / "tokens.safetensors")
+    again = zoo.Tokens.load(tmp_path / "tokens.safetensors")
+    assert torch.equal(again.ids, tokens.ids) and torch.equal(again.lengths, tokens.lengths)
