@@ -427,3 +427,13 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     tokens.save(tmp_path / "tokens.safetensors")
     again = zoo.Tokens.load(tmp_path / "tokens.safetensors")
     assert torch.equal(again.ids, tokens.ids) and torch.equal(again.lengths, tokens.lengths)
+
+
+def test_training_forward_gives_quantizer_losses() -> None:
+    tok = tiny("v1").train()
+    x = torch.stack([speechlike(1.0, 1), speechlike(1.0, 2)])[:, None]
+    out = tok(x, lengths=torch.tensor([16000, 12000]))
+    assert out["ids"].shape == (2, 50) and out["lengths"].tolist() == [50, 38]
+    assert set(out["losses"]) == {"commitment", "codebook"}
+    sum(out["losses"].values()).backward()
+    assert tok.encoder.conv1.weight.grad is not None and tok.quantizer.codebook.grad is not None

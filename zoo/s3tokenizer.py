@@ -350,7 +350,11 @@ class S3Tokenizer(Tokenizer):
         return self.quantizer.decode(ids)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> dict[str, Any]:
-        """Mel-free training step on canonical audio: latent, quantizer output and its losses."""
+        """Training step on audio (B, 1, N): log-mel of the batch as given, encoder, quantizer output and losses.
+
+        `lengths` (samples) masks padded frames. Encoder-only, so there is no reconstruction loss: the
+        losses are the quantizer's (commitment / codebook for v1's VQ; none for FSQ).
+        """
         mel = self.frontend(x)
         frames = None if lengths is None else self.frontend.num_frames(torch.as_tensor(lengths, device=mel.device))
         hidden, out_lengths = self.encoder(mel, frames)
