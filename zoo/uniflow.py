@@ -405,16 +405,16 @@ class UniFlowTokenizer(Tokenizer):
         return self.from_model_space(x)
 
     def encoder_module(self) -> nn.Module:
-        return _Graph(self, "encode_latent")
+        return _EncodeGraph(self, "encode_latent")
 
     def decoder_module(self, part: str = "full") -> nn.Module:
         """Export wrapper. "full": (latent, noise) -> image with the configured steps unrolled.
         "condition": latent -> condition; "velocity": (x, t, condition) -> velocity, the single
         velocity-field step a runtime loops over (see `flow_recipe`)."""
-        methods = {"full": "decode_ids", "condition": "condition", "velocity": "velocity"}
-        if part not in methods:
-            raise ConfigError(f"uniflow decoder_module part must be one of {sorted(methods)}; got {part!r}")
-        return _Graph(self, methods[part])
+        graphs = {"full": _DecodeGraph, "condition": _ConditionGraph, "velocity": _VelocityGraph}
+        if part not in graphs:
+            raise ConfigError(f"uniflow decoder_module part must be one of {sorted(graphs)}; got {part!r}")
+        return graphs[part](self, part)
 
     def flow_recipe(self, steps: int | None = None, schedule: str | None = None, solver: str | None = None) -> dict:
         """How to run the sampling loop around the exported velocity step without PyTorch.
@@ -638,7 +638,8 @@ def _as_float_tensor(x: Any, what: str) -> Tensor:
 
 
 class _Graph(nn.Module):
-    """One tensor method of the tokenizer as a module (what torch.onnx.export takes)."""
+    """One tensor method of the tokenizer as a module (what torch.onnx.export takes); named inputs, so
+    export's `dynamic_shapes` can be given per input."""
 
     def __init__(self, tokenizer: UniFlowTokenizer, method: str) -> None:
         super().__init__()
@@ -646,8 +647,25 @@ class _Graph(nn.Module):
         self.method = method
         self.training = tokenizer.training
 
-    def forward(self, *args: Tensor) -> Tensor:
-        return getattr(self.tokenizer, self.method)(*args)
+
+class _EncodeGraph(_Graph):
+    def forward(self, image: Tensor) -> Tensor:
+        return self.tokenizer.encode_latent(image)
+
+
+class _DecodeGraph(_Graph):
+    def forward(self, latent: Tensor, noise: Tensor | None = None) -> Tensor:
+        return self.tokenizer.decode_ids(latent, noise)
+
+
+class _ConditionGraph(_Graph):
+    def forward(self, latent: Tensor) -> Tensor:
+        return self.tokenizer.condition(latent)
+
+
+class _VelocityGraph(_Graph):
+    def forward(self, x: Tensor, t: Tensor, condition: Tensor) -> Tensor:
+        return self.tokenizer.velocity(x, t, condition)
 
 
 # -- converter ---------------------------------------------------------------------------------------
@@ -779,6 +797,7 @@ def config_from_upstream(upstream_config: Any) -> dict[str, Any]:
 
 
 def _config_from_shapes(state: dict[str, Tensor]) -> dict[str, Any]:
+    """Every size the weights imply (upstream hard-codes some: MLP ratio 4, 256 time frequencies)."""
     try:
         patch = state["embeddings.patch_embedding.weight"]
         pos = state["embeddings.position_embedding"]
@@ -795,7 +814,7 @@ def _config_from_shapes(state: dict[str, Tensor]) -> dict[str, Any]:
     def count(prefix: str) -> int:
         return len({m.group(1) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))})
 
-    return {
+    out = {
         "hidden_size": int(patch.shape[0]),
         "in_channels": int(patch.shape[1]),
         "patch_size": p,
@@ -807,6 +826,13 @@ def _config_from_shapes(state: dict[str, Tensor]) -> dict[str, Any]:
         "head_width": int(head_in.shape[0]),
         "head_layers": count("flow_head.net.res_blocks."),
     }
+    time_fc = state.get("flow_head.net.time_embed.mlp.0.weight")
+    if time_fc is not None:
+        out["time_frequencies"] = int(time_fc.shape[1])
+    global_fc = state.get("global_blocks.0.mlp.fc1.weight")
+    if global_fc is not None:
+        out["global_mlp_ratio"] = int(global_fc.shape[0]) / out["hidden_size"]
+    return out
 
 
 def convert_uniflow(
