@@ -36,7 +36,7 @@ from zoo.tokens import Tokens
 
 # One module per family; each registers its variants and converter at its bottom.
 FAMILY_MODULES: tuple[str, ...] = (
-    "omnitokenizer", "s3tokenizer", "tokenflow", "uniflow", "uniwetok", "wavtokenizer", "xytokenizer"
+    "mosstokenizer", "omnitokenizer", "s3tokenizer", "tokenflow", "uniflow", "uniwetok", "wavtokenizer", "xytokenizer"
 )
 
 for _module in FAMILY_MODULES:
