@@ -60,3 +60,20 @@ def test_decode_of_encode_equals_eval_forward(name: str, quantizer: Quantizer) -
     codes = quantizer.decode(ids)
     assert codes.shape == out.quantized.shape
     assert torch.equal(codes, out.quantized)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "quantizer"), _cases(), ids=[name for name, _ in _cases()])
+def test_cuda_matches_cpu(name: str, quantizer: Quantizer) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    quantizer.eval()
+    z = torch.randn(3, 50, quantizer.dim) * 2
+    cpu_ids = quantizer.encode(z)
+    gpu = quantizer.to("cuda")
+    gpu_ids = gpu.encode(z.cuda())
+    assert gpu_ids.device.type == "cuda"
+    assert (gpu_ids.cpu() == cpu_ids).float().mean() > 0.99  # TF32/reduction order may flip near-ties
+    out = gpu(z.cuda())
+    assert torch.equal(gpu.decode(out.ids), out.quantized)
+    quantizer.to("cpu")

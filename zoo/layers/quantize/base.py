@@ -153,5 +153,11 @@ def place_value_sum(digits: Tensor, place_values: Tensor) -> Tensor:
     it, see `place_value_dtype`): one BLAS call instead of a slow reduction over a short last axis.
     """
     if place_values.dtype == torch.int64:
-        return (digits.long() * place_values).sum(-1)
+        # Explicit adds over the (static, <= 63) positions: onnxruntime's int64 ReduceSum rounds
+        # through float64 beyond 2^53.
+        digits = digits.long()
+        total = digits[..., 0] * place_values[0]
+        for i in range(1, digits.shape[-1]):
+            total = total + digits[..., i] * place_values[i]
+        return total
     return (digits.to(place_values.dtype) @ place_values).long()

@@ -59,7 +59,8 @@ def bits_to_ids(bits: Tensor, group_bits: int, bit_order: BitOrder = "lsb_first"
 def ids_to_bits(ids: Tensor, group_bits: int, bit_order: BitOrder = "lsb_first") -> Tensor:
     """int64 ids (..., g) -> bool bits (..., g * group_bits); the inverse of `bits_to_ids`."""
     weights = _bit_weights(group_bits, bit_order, ids.device)
-    bits = torch.remainder(torch.div(ids.long().unsqueeze(-1), weights, rounding_mode="floor"), 2) == 1
+    # Bitwise AND, not floor division: exporters turn integer division into float division.
+    bits = torch.bitwise_and(ids.long().unsqueeze(-1), weights) != 0
     return bits.reshape(*ids.shape[:-1], ids.shape[-1] * group_bits)
 
 
@@ -148,10 +149,7 @@ class LFQ(Quantizer):
     def decode(self, ids: Tensor) -> Tensor:
         """Integer ids (...) -> codes (..., bits) of ±codebook_scale (±1/sqrt(bits) for BSQ)."""
         check_ids(ids, self.codebook_size)
-        bits = torch.remainder(
-            torch.div(ids.long().unsqueeze(-1), self.bit_weights, rounding_mode="floor"), 2
-        )
-        return self._codes(bits == 1, torch.float32)
+        return self._codes(torch.bitwise_and(ids.long().unsqueeze(-1), self.bit_weights) != 0, torch.float32)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         check_latents(z, self.dim)

@@ -60,8 +60,8 @@ class FSQ(Quantizer):
         self.levels = tuple(levels)
         self.dim = len(levels)
         self.codebook_size = math.prod(levels)
-        if self.codebook_size >= 2**62:
-            raise ConfigError(f"prod(levels) = {self.codebook_size} does not fit an int64 id.")
+        if self.codebook_size >= 2**53:
+            raise ConfigError(f"prod(levels) = {self.codebook_size} is too large: ids must stay below 2^53.")
         self.eps = eps
         self.bound_kind: Bound = bound
         self.tanh_scale = tanh_scale
@@ -127,8 +127,10 @@ class FSQ(Quantizer):
         return self._digits(ids)
 
     def _digits(self, ids: Tensor) -> Tensor:
-        place = torch.div(ids.long().unsqueeze(-1), self.basis, rounding_mode="floor")
-        return torch.remainder(place, self.level_counts)
+        # In float64, explicitly: exact for ids < 2^53, where ONNX exporters would turn an integer
+        # floor division into a float32 one.
+        place = torch.floor(ids.unsqueeze(-1).double() / self.basis.double())
+        return torch.remainder(place, self.level_counts.double()).long()
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         check_latents(z, self.dim)
