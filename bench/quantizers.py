@@ -3,8 +3,8 @@
 Each (case, implementation) runs in its own subprocess so that its peak memory is its own: a sampler
 thread reads the process RSS every millisecond during the timed call, and the peak above the RSS just
 before the call is reported. Times are the best of `--repeats` eval-mode forward passes (ids and
-quantized vectors) after one warm-up. Both sides get identical inputs and codebooks, and the bench
-reports how many ids agree.
+quantized vectors) after one warm-up (the multi-second cases run once, without warm-up). Both sides
+get identical inputs and codebooks, and the bench reports how many ids agree.
 
     python bench/quantizers.py                 # all cases but nn_bound_64k, 1 thread
     python bench/quantizers.py --cases vq_16k --threads 2
@@ -49,10 +49,10 @@ def _rss_bytes() -> int:
 
 
 def measure(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
-    """(best seconds, peak extra MiB over all calls, last result)."""
+    """(best seconds, peak extra MiB over all calls, last result); one warm-up call when repeating."""
     import gc
 
-    result = fn()
+    result = fn() if repeats > 1 else None
     best = float("inf")
     peak_extra = 0
     for _ in range(repeats):
