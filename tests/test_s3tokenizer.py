@@ -73,14 +73,14 @@ def upstream_config(tok: S3Tokenizer, name: str) -> dict[str, object]:
 
 def reference_encoder(
     state: dict[str, torch.Tensor], mel: torch.Tensor, lengths: torch.Tensor, heads: int, strides: tuple[int, int],
-    v2: bool,
+    v2: bool, dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Upstream's encoder, restated from its documented facts with explicit masks (see module doc)."""
-    p = {k[len("encoder."):]: v.double() for k, v in state.items() if k.startswith("encoder.")}
-    x = mel.double()
+    p = {k[len("encoder."):]: v.to(dtype) for k, v in state.items() if k.startswith("encoder.")}
+    x = mel.to(dtype)
 
     def keep(length: torch.Tensor, size: int) -> torch.Tensor:
-        return (torch.arange(size)[None, :] < length[:, None]).double()
+        return (torch.arange(size)[None, :] < length[:, None]).to(dtype)
 
     x = F.gelu(F.conv1d(x * keep(lengths, x.shape[-1])[:, None], p["conv1.weight"], p["conv1.bias"],
                         stride=strides[0], padding=1))
@@ -96,8 +96,8 @@ def reference_encoder(
     if not v2:
         x = x + p["positional_embedding"][:steps]
     else:
-        inv = 1.0 / 10000.0 ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-        angle = torch.arange(steps, dtype=torch.float64)[:, None] * inv[None, :]
+        inv = 1.0 / 10000.0 ** (torch.arange(0, hd, 2, dtype=dtype) / hd)
+        angle = torch.arange(steps, dtype=dtype)[:, None] * inv[None, :]
         cos, sin = torch.cat([angle.cos()] * 2, -1), torch.cat([angle.sin()] * 2, -1)
 
     def rope(t: torch.Tensor) -> torch.Tensor:  # t (B, L, H, hd), half-rotation layout
