@@ -357,8 +357,9 @@ class XYTokenizer(Tokenizer):
             notes=(
                 f"ids (B, T, {cfg.num_quantizers}) with T = samples // {self.samples_per_token}; decode gives "
                 f"{self.output_samples_per_token} samples per code at {self.output_sample_rate} Hz. The exported "
-                f"encoder and decoder graphs cover one window ({cfg.window_seconds} s / {self.window_tokens} codes); "
-                "encode() and decode() do the windowing."
+                f"graphs cover one window: the encoder up to {cfg.window_seconds} s (upstream's ids up to "
+                f"{cfg.window_seconds - cfg.overlap_seconds} s, where its second window starts), the decoder "
+                f"{self.window_tokens} codes; encode() and decode() do the windowing."
             ),
         )
 
@@ -408,16 +409,21 @@ class XYTokenizer(Tokenizer):
     def encode_ids(self, x: Tensor) -> Tensor:
         """Audio (B, 1, N) -> ids (B, N // 1280, n_q).
 
-        Exported, this is one window (N <= 30 s); in eager mode longer clips go through the windowed
-        path, so the ids equal `encode(x).ids` for any length.
+        Exported, this is one window: upstream's ids for N <= 20 s (its `encode` starts a second window
+        past 20 s), upstream's `inference_tokenize` of one chunk up to 30 s. In eager mode clips over
+        20 s go through the windowed path, so the ids equal `encode(x).ids` for any length.
         """
         samples = x.shape[-1]
         if not is_exporting():
             self._check_samples([int(samples)])
-            if samples > self.window_samples:
+            if samples > self.keep_tokens * self.samples_per_token:
                 return torch.stack(self._encode_clips([clip for clip in x.reshape(x.shape[0], -1)]))
+        return self._encode_window(x)
+
+    def _encode_window(self, x: Tensor) -> Tensor:
+        """One window (B, 1, N <= 30 s), all clips N samples long -> ids (B, N // 1280, n_q)."""
         ids = self.quantizer.encode(self.quantizer_in(self.latent(x)))
-        return ids[:, : samples // self.samples_per_token]
+        return ids[:, : x.shape[-1] // self.samples_per_token]
 
     def encode_ids_padded(self, x: Tensor) -> Tensor:
         """Upstream's own computation of one window: the clip zero-padded to 30 s, all frames encoded.
@@ -576,6 +582,7 @@ class XYTokenizer(Tokenizer):
                 "least that many. Pad the clip with silence or leave it out."
             )
 
+    @torch.no_grad()
     def _encode_clips(self, clips: list[Tensor]) -> list[Tensor]:
         """Mono clips (N_i,) -> ids (N_i // 1280, n_q), through upstream's 30 s windows every 20 s."""
         hop = self.keep_tokens * self.samples_per_token
@@ -601,7 +608,7 @@ class XYTokenizer(Tokenizer):
         """Up to one window each -> ids (n_i // 1280, n_q) each, equal to each segment's solo ids."""
         counts = [int(s.shape[-1]) for s in segments]
         if len(segments) == 1:
-            return [self.encode_ids(segments[0].reshape(1, 1, -1))[0]]
+            return [self._encode_window(segments[0].reshape(1, 1, -1))[0]]
         hop = self.config.hop_length
         wave = torch.stack([F.pad(s, (0, max(counts) - s.shape[-1])) for s in segments])
         frames = torch.tensor([(c + hop - 1) // hop for c in counts], device=wave.device)
@@ -614,7 +621,7 @@ class XYTokenizer(Tokenizer):
         for b, count in enumerate(counts):
             steps = count // self.samples_per_token
             if self._min_gap(z[b, :steps], ids[b, :steps]) < TIE_GAP:
-                out.append(self.encode_ids(segments[b].reshape(1, 1, -1))[0])
+                out.append(self._encode_window(segments[b].reshape(1, 1, -1))[0])
             else:
                 out.append(ids[b, :steps])
         return out
@@ -629,7 +636,7 @@ class XYTokenizer(Tokenizer):
         batched kernel, another CPU) may pick the other code; the parity fixtures' tie masks use the same
         measure.
         """
-        residual = z.float()
+        residual = z.detach().float()
         smallest = torch.full((z.shape[0],), math.inf, device=z.device)
         for stage, layer in enumerate(self.quantizer.layers):
             codes = layer.codebook.detach().float()
