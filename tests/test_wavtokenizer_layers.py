@@ -168,6 +168,7 @@ def test_seanet_ragged_batch_equals_each_clip_alone() -> None:
             assert float((batched[b, :, : alone.shape[-1]] - alone[0]).abs().max()) < 1e-5
 
 
+@pytest.mark.heavy  # torch's eager `scan` takes seconds to set up; the ONNX encoder test covers it again
 def test_lstm_scan_matches_nn_lstm() -> None:
     lstm = torch.nn.LSTM(6, 6, 2)
     seq = torch.randn(11, 3, 6)

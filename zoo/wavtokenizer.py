@@ -39,7 +39,7 @@ from zoo.layers.seanet import SEANetEncoder, SEANetEncoderConfig, convert_encode
 from zoo.layers.spectral import PADDINGS, ISTFTHead
 from zoo.layers.vocos import VocosBackbone, VocosBackboneConfig
 from zoo.spec import TokenSpec
-from zoo.tokenizer import Tokenizer, check_ids
+from zoo.tokenizer import Tokenizer, _Call, check_ids
 from zoo.tokens import Tokens
 
 
@@ -71,6 +71,7 @@ class WavTokenizer(Tokenizer):
 
     family = "wavtokenizer"
     config_class = WavTokenizerConfig
+    parity_cases = ("wavtokenizer/a",)  # ../shared/parity/wavtokenizer/a: the large-speech-75 checkpoint layout
 
     def __init__(self, config: WavTokenizerConfig) -> None:
         super().__init__(config)
@@ -138,6 +139,21 @@ class WavTokenizer(Tokenizer):
     def encode_ids(self, x: Tensor) -> Tensor:
         """(B, 1, N) waveform -> (B, ceil(N / hop)) int64 ids."""
         return self.quantizer.encode(self.latent(x))
+
+    def encode_ids_ragged(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Right-padded clips (B, 1, N) with sample counts (B,) -> ids (B, ceil(N / hop)), 0 past each clip.
+
+        Each clip's ids are computed as if it were alone (up to float rounding of batched kernels); the
+        graph of `ragged_encoder_module()` for batched serving in onnxruntime.
+        """
+        ids = self.quantizer.encode(self.latent(x, lengths))
+        frames = (lengths.to(ids.device) + self.config.hop_length - 1) // self.config.hop_length
+        keep = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0) < frames.unsqueeze(1)
+        return torch.where(keep, ids, torch.zeros_like(ids))
+
+    def ragged_encoder_module(self) -> torch.nn.Module:
+        """(audio (B, 1, N), lengths (B,) int64) -> ids: `encode_ids_ragged` as an exportable module."""
+        return _Call(self, "encode_ids_ragged")
 
     def decode_ids(self, ids: Tensor) -> Tensor:
         """(B, T) ids -> (B, 1, T * hop) waveform (no trimming)."""

@@ -138,7 +138,7 @@ class SConv1d(nn.Conv1d):
                     return F.pad(x, (left, right + extra), mode="reflect")
             n = torch.full((1,), length, dtype=torch.long, device=x.device)
             return gather_pad(x, reflect_index(n, padded_size(length, stride, span), left, right, stride, span))
-        size = padded_size(int(lengths.max()), stride, span)
+        size = padded_size(x.shape[-1], stride, span)  # the batch's length bounds every clip's
         return gather_pad(x, reflect_index(lengths, size, left, right, stride, span))
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:  # type: ignore[override]
