@@ -339,3 +339,25 @@ def test_converter_config_errors() -> None:
     del cfg["backbone"]
     with pytest.raises(ConfigError, match="backbone"):
         config_from_upstream(cfg)
+
+
+def test_converts_a_lightning_ckpt_file_read_without_code(tiny_for_conversion: WavTokenizer, tmp_path) -> None:
+    """A published-style .ckpt (state_dict plus Lightning bookkeeping), read with weights_only=True."""
+    from collections import OrderedDict
+
+    from registry import convert_files
+
+    tok = tiny_for_conversion
+    ckpt = {
+        "epoch": 3,
+        "global_step": 1000,
+        "pytorch-lightning_version": "1.8.6",
+        "state_dict": OrderedDict(upstream_state(tok)),
+        "optimizer_states": [],
+        "lr_schedulers": [],
+    }
+    path = tmp_path / "wavtokenizer_tiny.ckpt"
+    torch.save(ckpt, path)
+    converted = convert_files("wavtokenizer", [path], tiny_upstream_config(), container=["state_dict"])
+    x = clip(1, 1, 50, seed=9)
+    assert torch.equal(converted.encode(x).ids, tok.encode(x).ids)
