@@ -336,6 +336,7 @@ class MossTokenizer(Tokenizer):
 
     family = "mosstokenizer"
     config_class = MossTokenizerConfig
+    parity_cases = ("mosstokenizer/a",)  # ../shared/parity/mosstokenizer/a: the mosstokenizer-24khz checkpoint layout
 
     def __init__(self, config: MossTokenizerConfig) -> None:
         super().__init__(config)
