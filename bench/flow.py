@@ -86,7 +86,8 @@ def tadicodec_job(tok: Any, batch: int, device: torch.device, seconds: float) ->
     g = torch.Generator().manual_seed(0)
     frames = max(2, round(seconds * float(spec.token_rate)))
     ids = torch.randint(0, int(spec.codebook_sizes[0]), (batch, frames), generator=g).to(device)
-    text_ids = torch.randint(100, 1000, (batch, max(1, round(4 * seconds))), generator=g).to(device)
+    vocab = int(getattr(tok.config, "text_vocab_size", 1000))
+    text_ids = torch.randint(0, min(vocab, 32000), (batch, max(1, round(4 * seconds))), generator=g).to(device)
     tokens = tok.tokens_from_upstream(ids) if hasattr(tok, "tokens_from_upstream") else ids
     return lambda steps: tok.decode(tokens, text_ids=text_ids, steps=steps, generator=torch.Generator().manual_seed(1))
 
