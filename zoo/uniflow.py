@@ -843,18 +843,19 @@ def convert_uniflow(
 ) -> UniFlowTokenizer:
     """Upstream `UniFlowVisionModel` weights (+ its config.json) -> `UniFlowTokenizer`.
 
-    Takes the flat state dict of model.safetensors (or a dict holding it under `state_dict`/`model`),
-    casts bfloat16 to float32, and loads strictly: a key no rule maps is an error naming it (the
-    official notebook loads with strict=False; pass `drop_prefixes=("name.",)` to drop extras you
-    have checked are unused). Sizes come from the weights and must agree with the config; head
-    counts come from the config (16 upstream). `overrides` set our config fields (e.g. sampling_steps).
+    Takes the flat state dict of model.safetensors (or a dict holding it under `state_dict`/`model`) and
+    empties it while converting (pass a copy to keep it), so bfloat16 and float32 copies never pile up.
+    Casts to float32 and loads strictly: a key no rule maps is an error naming it (the official notebook
+    loads with strict=False; pass `drop_prefixes=("name.",)` to drop extras you have checked are unused).
+    Sizes come from the weights and must agree with the config; head counts come from the config (16
+    upstream). `overrides` set our config fields (e.g. sampling_steps).
     """
     from registry.config import model_config
 
     for container in ("state_dict", "model"):
         if isinstance(state_dict.get(container), dict):
             state_dict = state_dict[container]
-    state = dict(state_dict)
+    state = state_dict
     for key in [k for k in state if k.startswith(tuple(drop_prefixes))]:
         del state[key]
     inferred = _config_from_shapes(state)
