@@ -328,6 +328,27 @@ def test_converter_round_trip(tok: MossTokenizer) -> None:
     assert torch.allclose(converted.decode(ids), tok.decode(ids), atol=1e-5)
 
 
+def test_converter_reads_sharded_safetensors_through_the_index(tok: MossTokenizer, tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    from registry.checkpoint import read_checkpoint
+
+    state = _to_upstream_state(tok)
+    keys = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in shards.items():
+        save_file({k: state[k].contiguous() for k in part}, str(tmp_path / name))
+    index = {"metadata": {}, "weight_map": {k: name for name, part in shards.items() for k in part}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    loaded = read_checkpoint(tmp_path / "model.safetensors.index.json")
+    assert sorted(loaded) == keys
+    converted = registry.convert("mosstokenizer", loaded, _upstream_config(tok.config))
+    x = wave(1, 480, 14)
+    assert torch.equal(converted.encode(x).ids, tok.encode(x).ids)
+
+
 def test_converter_refuses_what_it_cannot_map(tok: MossTokenizer) -> None:
     upstream = _upstream_config(tok.config)
     state = _to_upstream_state(tok)
