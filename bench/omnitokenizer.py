@@ -112,7 +112,8 @@ def main() -> None:
         print(f"{name:<16}{row['encode_s']:>10.1f}{row['encode_peak_mib']:>17.0f}{decode_s:>10}{decode_peak:>17}"
               f"{same:>14}")
     ours, plain = rows["ours"], rows["unchunked"]
-    print(f"ids {ours['ids_shape']}, reconstruction {ours['shape']}; model itself {ours['model_mib']:.0f} MiB resident")
+    print(f"ids {ours['ids_shape']}, reconstruction {ours['shape']}; the process holds {ours['model_mib']:.0f} MiB "
+          "once torch and the model are loaded (weights: 206 MiB)")
     figures = {
         "omni_clip": shape,
         "omni_encode_s": round(ours["encode_s"], 2),
