@@ -368,3 +368,18 @@ def test_bad_input_is_refused_with_a_fix() -> None:
         tok.decode_ids(torch.zeros(1, 376, 4, dtype=torch.long))
     with pytest.raises(InputError, match=r"\(nq, B, T\)"):
         tok.tokens_from_upstream(torch.zeros(9, 1, 3, dtype=torch.long))
+
+
+def test_save_and_load_round_trip(tmp_path: Any) -> None:
+    import zoo
+
+    tok = tiny()
+    clip = speechlike(1.0)
+    tokens = tok.encode(clip)
+    tok.save_pretrained(tmp_path / "model")
+    back = zoo.from_pretrained(str(tmp_path / "model"))
+    assert isinstance(back, XYTokenizer)
+    assert torch.equal(back.encode(clip).ids, tokens.ids)
+    tokens.save(tmp_path / "tokens.safetensors")
+    loaded = type(tokens).load(tmp_path / "tokens.safetensors")
+    assert torch.allclose(back.decode(loaded), tok.decode(tokens), atol=1e-6)

@@ -237,6 +237,7 @@ class XYTokenizer(Tokenizer):
 
     family = "xytokenizer"
     config_class = XYTokenizerConfig
+    parity_cases = ("xytokenizer/a",)  # ../shared/parity/xytokenizer/a: the xytokenizer-emilia checkpoint layout
 
     def __init__(self, config: XYTokenizerConfig) -> None:
         super().__init__(config)
