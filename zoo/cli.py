@@ -218,6 +218,9 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
+        shard_size=args.shard_size,
+        layout=args.layout,
+        image_size=args.image_size,
     )
     print(json.dumps({k: manifest[k] for k in ("items", "failures", "shards") if k in manifest}))
     return 0
@@ -286,8 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", "-o", required=True)
     s.add_argument("--engine", choices=["local", "ray"], default="local")
     s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--workers", type=int, default=2, help="reader processes (local) or tokenizer actors (ray)")
     s.add_argument("--device")
+    s.add_argument("--shard-size", type=int, default=1024, help="input items per Parquet shard")
+    s.add_argument("--layout", choices=["ids", "sequence"], default="ids", help="natural ids or flattened LM ids")
+    s.add_argument("--image-size", type=int, help="resize the short side and centre-crop images to this size")
     s.set_defaults(func=_cmd_tokenize)
     return p
 
