@@ -331,6 +331,31 @@ def test_converter_refuses_what_does_not_fit(tok: om.OmniTokenizer) -> None:
         convert("omnitokenizer", {"weight": torch.zeros(1)}, None)
 
 
+def test_rel_position_checkpoints_convert_on_both_attention_paths() -> None:
+    torch.manual_seed(5)
+    legacy = create_tokenizer("omnitokenizer-tiny", spatial_pos="rel", attention_path="legacy").eval()
+    state = upstream_names(legacy)
+    assert any("enc_spatial_transformer.layers.0.1.spatial_rel_pos_bias.net.0.0.weight" in k for k in state)
+    converted = convert("omnitokenizer", state, {"attention_path": "legacy"})
+    assert converted.config.spatial_pos == "rel", "read from the weights: spatial layers carry the bias MLP"
+    x = video(frames=5)
+    with torch.no_grad():
+        assert torch.equal(converted.encode_ids(x), legacy.encode_ids(x))
+    sdpa = convert("omnitokenizer", state, {"args": {"spatial_pos": "rel"}})  # upstream's default branch
+    assert sdpa.config.attention_path == "sdpa"
+    assert sdpa.encoder.spatial.blocks[0].attn.position_bias is None, "built upstream, never applied: dropped"
+
+
+def test_save_and_load_pretrained_round_trip(tok: om.OmniTokenizer, tmp_path) -> None:
+    import zoo
+
+    tok.save_pretrained(tmp_path / "omni")
+    back = zoo.from_pretrained(tmp_path / "omni")
+    x = video(frames=5)
+    assert type(back) is om.OmniTokenizer and back.config == tok.config
+    assert torch.equal(back.encode(x).ids, tok.encode(x).ids)
+
+
 def test_the_correctly_spelled_flags_are_read_too(tok: om.OmniTokenizer) -> None:
     args = {k: v for k, v in TINY_ARGS.items() if not k.startswith("casual")}
     args["causal_in_temporal_transformer"] = False
