@@ -533,7 +533,7 @@ class OmniTokenizer(Tokenizer):
         if len(sizes) > 1:
             raise InputError(
                 f"the frames have different sizes {sizes}; a video needs one frame size: resize or crop every "
-                "frame to the same (C, H, W) first (e.g. modalities.video.load(path, size=...))"
+                "frame to the same (C, H, W) first (e.g. torch.nn.functional.interpolate)"
             )
         return torch.stack(tensors, dim=1).unsqueeze(0)
 
@@ -563,7 +563,7 @@ class OmniTokenizer(Tokenizer):
             ids,
             grid=tuple(ids.shape[1:]),
             original_size=torch.tensor([size] * batch, dtype=torch.long),
-            meta={"padded_size": list(padded.shape[2 if not image else 3:]), "input_range": [-1.0, 1.0]},
+            meta={"padded_size": list(padded.shape[3:] if image else padded.shape[2:]), "input_range": [-1.0, 1.0]},
         )
         return tokens.replace(modality="image") if image else tokens
 
