@@ -178,7 +178,7 @@ def upstream_windows(tok: XYTokenizer, clip: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)[: clip.shape[-1] // SPT]
 
 
-@pytest.mark.parametrize("seconds", [25.0, 41.3])
+@pytest.mark.parametrize("seconds", [320_100 / SR, 25.0, 41.3])  # 320,100: a 100-sample last window
 def test_long_audio_follows_upstream_windows(seconds: float) -> None:
     tok = tiny()
     clip = speechlike(seconds, seed=3)

@@ -590,7 +590,9 @@ class XYTokenizer(Tokenizer):
         plan = []  # (clip, start sample, samples)
         for i, clip in enumerate(clips):
             samples = clip.shape[-1]
-            plan += [(i, s, min(self.window_samples, samples - s)) for s in range(0, samples, hop)]
+            # a last window shorter than one code contributes nothing (upstream encodes it to 0 codes)
+            plan += [(i, s, min(self.window_samples, samples - s)) for s in range(0, samples, hop)
+                     if samples - s >= self.samples_per_token]
         order = sorted(range(len(plan)), key=lambda j: -plan[j][2])
         found: dict[int, Tensor] = {}
         step = self.config.max_windows_per_pass
