@@ -66,25 +66,21 @@ def exporting() -> bool:
 # -- padding -------------------------------------------------------------------------------------
 
 
-def reflect_index(lengths: Tensor, size: int, left: int, fixed_right: int, stride: int, span: int) -> Tensor:
+def reflect_index(lengths: Tensor, size: int, left: int, fixed_right: int, stride: int, zero_at: int) -> Tensor:
     """Source index per output position of EnCodec's padding, for each item: (B, size) int64.
 
-    Position j of item b reads input sample `index[b, j]`; index == -1 means a zero (upstream's zero
-    extension of inputs not longer than the padding, and everything past the item's padded end).
-    `span` is the effective kernel size, `fixed_right` the symmetric part of the right padding.
+    Position j of item b reads input sample `index[b, j]`; `zero_at` (one past the input) stands for a
+    zero: upstream's zero extension of inputs not longer than their padding. Positions past an item's
+    padded end read arbitrary samples (its conv outputs there are never used). `fixed_right` is the
+    symmetric part of the right padding; the rest fills the last stride window.
     """
     n = lengths.reshape(-1, 1).long()
-    extra = (n + stride - 1) // stride * stride - n
-    right = fixed_right + extra
-    longest_pad = torch.clamp(right, min=left)
-    virtual = torch.where(n <= longest_pad, longest_pad + 1, n)
-    j = torch.arange(size, device=lengths.device).unsqueeze(0)
-    t = j - left
-    v = torch.where(t < 0, -t, t)
-    v = torch.where(v >= virtual, 2 * (virtual - 1) - v, v)
-    padded_end = n + left + right
-    keep = (j < padded_end) & (v < n) & (v >= 0)
-    return torch.where(keep, v, torch.full_like(v, -1))
+    right = fixed_right + (-n) % stride if stride > 1 else torch.full_like(n, fixed_right)
+    # pad1d zero-extends inputs not longer than the longest pad to longest + 1 samples, then reflects
+    virtual = torch.maximum(n, torch.clamp(right, min=left) + 1)
+    t = (torch.arange(size, device=lengths.device) - left).abs().unsqueeze(0)
+    v = torch.minimum(t, 2 * virtual - 2 - t)
+    return torch.where(v < n, v, zero_at).clamp(min=0)
 
 
 def padded_size(length: int, stride: int, span: int) -> int:
@@ -96,13 +92,11 @@ def padded_size(length: int, stride: int, span: int) -> int:
 
 
 def gather_pad(x: Tensor, index: Tensor) -> Tensor:
-    """x (B, C, L) -> (B, C, P) with x[b, :, index[b, j]] (zeros where index == -1); index (B or 1, P)."""
-    zero = torch.zeros_like(x[..., :1])
-    x_ext = torch.cat([x, zero], -1)
-    idx = torch.where(index < 0, torch.full_like(index, x.shape[-1]), index)
-    if idx.shape[0] == 1:
-        return x_ext.index_select(-1, idx[0])
-    return torch.gather(x_ext, -1, idx.unsqueeze(1).expand(-1, x.shape[1], -1))
+    """x (B, C, L) -> (B, C, P) with x[b, :, index[b, j]], index L meaning zero; index (B or 1, P)."""
+    x_ext = torch.cat([x, torch.zeros_like(x[..., :1])], -1)
+    if index.shape[0] == 1:
+        return x_ext.index_select(-1, index[0])
+    return torch.gather(x_ext, -1, index.unsqueeze(1).expand(-1, x.shape[1], -1))
 
 
 class SConv1d(nn.Conv1d):
@@ -130,16 +124,17 @@ class SConv1d(nn.Conv1d):
     def pad(self, x: Tensor, lengths: Tensor | None) -> Tensor:
         left, right = self.pads()
         stride, span = self.stride[0], self.span
+        if left == right == 0 and stride == 1:
+            return x  # k=1 convs: nothing to pad, and positions past an item's end stay unread
+        length = x.shape[-1]
         if lengths is None:
-            length = x.shape[-1]
             if not exporting():
                 extra = padded_size(length, stride, span) - length - left - right
                 if length > max(left, right + extra):
                     return F.pad(x, (left, right + extra), mode="reflect")
-            n = torch.full((1,), length, dtype=torch.long, device=x.device)
-            return gather_pad(x, reflect_index(n, padded_size(length, stride, span), left, right, stride, span))
-        size = padded_size(x.shape[-1], stride, span)  # the batch's length bounds every clip's
-        return gather_pad(x, reflect_index(lengths, size, left, right, stride, span))
+            lengths = torch.full((1,), length, dtype=torch.long, device=x.device)
+        # the batch's length bounds every clip's padded length
+        return gather_pad(x, reflect_index(lengths, padded_size(length, stride, span), left, right, stride, length))
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:  # type: ignore[override]
         return super().forward(self.pad(x, lengths))
@@ -184,30 +179,37 @@ class SEANetStage(nn.Module):
 
 
 def lstm_scan(lstm: nn.LSTM, seq: Tensor) -> Tensor:
-    """A unidirectional nn.LSTM (T, B, C) -> (T, B, H) as torch's `scan`, which exports with dynamic T.
+    """A unidirectional nn.LSTM (T, B, C) -> (T, B, H) as one torch `scan`, which exports with dynamic T.
 
-    Input projections of all steps are one matmul; the scan carries (h, c). Gate order i, f, g, o.
+    All layers advance together in a single scan (carry: h and c of every layer); the first layer's input
+    projections are one matmul over all steps. Gate order i, f, g, o. Inference only (no gradients).
     """
     from torch._higher_order_ops.scan import scan
 
-    hidden = lstm.hidden_size
-    for layer in range(lstm.num_layers):
-        w_ih = getattr(lstm, f"weight_ih_l{layer}")
-        w_hh = getattr(lstm, f"weight_hh_l{layer}")
-        bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}") if lstm.bias else None
-        gates_in = F.linear(seq, w_ih, bias)
-        h0 = seq.new_zeros(seq.shape[1], hidden)
-        c0 = seq.new_zeros(seq.shape[1], hidden)
+    layers = range(lstm.num_layers)
+    w_ih = [getattr(lstm, f"weight_ih_l{k}") for k in layers]
+    w_hh = [getattr(lstm, f"weight_hh_l{k}") for k in layers]
+    bias = [getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}") if lstm.bias else None for k in layers]
 
-        def step(carry: tuple[Tensor, Tensor], gates: Tensor, w_hh: Tensor = w_hh) -> Any:
-            h, c = carry
-            i, f, g, o = (gates + h @ w_hh.T).chunk(4, -1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            return (h, c), h.clone()
+    def cell(gates: Tensor, h: Tensor, c: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        i, f, g, o = (gates + h @ w_hh[k].T).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
 
-        _, seq = scan(step, (h0, c0), gates_in)
-    return seq
+    def step(carry: tuple[Tensor, ...], gates: Tensor) -> Any:
+        out = []
+        h, c = cell(gates, carry[0], carry[1], 0)
+        out += [h, c]
+        for k in layers[1:]:
+            h, c = cell(F.linear(h, w_ih[k], bias[k]), carry[2 * k], carry[2 * k + 1], k)
+            out += [h, c]
+        return tuple(out), h.clone()
+
+    with torch.no_grad():
+        gates_in = F.linear(seq, w_ih[0], bias[0])
+        init = tuple(seq.new_zeros(seq.shape[1], lstm.hidden_size) for _ in range(2 * lstm.num_layers))
+        _, out = scan(step, init, gates_in)
+    return out
 
 
 class SLSTM(nn.Module):

@@ -2,7 +2,9 @@
 
 `torch.stft` / `torch.istft` / `torch.fft.irfft` work on complex tensors, which neither ONNX exporter
 handles. Here the DFT is a matmul (or a strided conv1d) against precomputed cosine/sine bases and the
-overlap-add is a sum of shifted hop-sized chunks, so the graphs contain only MatMul/Conv/Pad/Add.
+overlap-add is a sum of shifted hop-sized chunks, so the graphs contain only MatMul/Conv/Pad/Add. (The
+inverse STFT still uses `torch.fft.irfft` in eager mode, where it is cheaper; the values agree to float
+rounding and the exported graph takes the matmul.)
 
 Padding modes follow Vocos:
   * "center": frames centred on t * hop (input reflect-padded by n_fft // 2 for the STFT; the iSTFT
@@ -24,6 +26,14 @@ from registry.errors import ConfigError
 
 Padding = Literal["center", "same"]
 PADDINGS = ("center", "same")
+
+
+def _exporting() -> bool:
+    """True under torch.export / torch.onnx (dynamo) / tracing: use the real-valued DFT there."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and getattr(compiler, "is_exporting", lambda: False)())
 
 
 def hann_window(length: int, periodic: bool = True, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -97,9 +107,10 @@ def overlap_add(frames: Tensor, hop: int) -> Tensor:
 class InverseSTFT(nn.Module):
     """iSTFT of a one-sided spectrum given as real and imaginary parts (B, T, n_fft // 2 + 1).
 
-    Windowed inverse DFT as one matmul, overlap-add, division by the summed squared window, and the
-    padding mode's trim. `window` is a persistent buffer (upstream checkpoints store it); the DFT
-    bases are rebuilt from `n_fft`, never saved.
+    Inverse DFT (one matmul against `irfft_bases` when exporting; `torch.fft.irfft` in eager mode, which
+    is faster and gives the same values to float rounding), window, overlap-add, division by the summed
+    squared window, and the padding mode's trim. `window` is a persistent buffer (upstream checkpoints
+    store it); the DFT bases are rebuilt from `n_fft`, never saved.
     """
 
     def __init__(
@@ -135,13 +146,27 @@ class InverseSTFT(nn.Module):
     def output_length(self, frames: int) -> int:
         return (frames - 1) * self.hop_length + self.n_fft - 2 * self.trim
 
-    def forward(self, real: Tensor, imag: Tensor) -> Tensor:
-        """real, imag (B, T, bins) -> waveform (B, output_length(T))."""
-        spec = torch.cat([real, imag], -1)
-        frames = spec @ self.bases.to(spec.dtype)
+    def forward(self, real: Tensor, imag: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """real, imag (B, T, bins) -> waveform (B, output_length(T)).
+
+        `lengths` (B,) valid frames per item of a ragged batch: item b's first output_length(lengths[b])
+        samples are what its frames alone give (frames past its end are left out of the sum and envelope).
+        """
+        if _exporting() or real.dtype not in (torch.float32, torch.float64):
+            frames = torch.cat([real, imag], -1) @ self.bases.to(real.dtype)
+        else:  # eager: the FFT is cheaper than the dense DFT and is what upstream computes
+            frames = torch.fft.irfft(torch.complex(real, imag), self.n_fft, dim=-1)
         window = _full_window(self.window, self.win_length, self.n_fft).to(frames.dtype)
+        squared = window.square().expand(1, frames.shape[1], -1)
+        if lengths is not None:
+            steps = torch.arange(frames.shape[1], device=frames.device)
+            keep = (steps.unsqueeze(0) < lengths.reshape(-1, 1).to(frames.device)).unsqueeze(-1).to(frames.dtype)
+            frames = frames * keep
+            squared = squared * keep
         audio = overlap_add(frames * window, self.hop_length)
-        envelope = overlap_add(window.square().expand(1, frames.shape[1], -1), self.hop_length)
+        envelope = overlap_add(squared, self.hop_length)
+        if lengths is not None:  # past an item's end the envelope is 0: keep those (unused) samples finite
+            envelope = torch.where(envelope > 1e-11, envelope, torch.ones_like(envelope))
         trim = self.trim
         end = audio.shape[-1] - trim
         return audio[:, trim:end] / envelope[:, trim:end]
@@ -180,8 +205,8 @@ class ISTFTHead(nn.Module):
         magnitude = torch.exp(log_mag).clamp(max=self.max_magnitude)
         return magnitude * torch.cos(phase), magnitude * torch.sin(phase)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.istft(*self.spectrum(x))
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.istft(*self.spectrum(x), lengths=lengths)
 
     def output_length(self, frames: int) -> int:
         return self.istft.output_length(frames)

@@ -8,6 +8,10 @@ an upstream `backbone.*` state dict by stripping the prefix.
 
 Conditioning: with `adanorm_num_embeddings` set, every LayerNorm is an AdaLayerNorm whose scale and
 shift rows are picked by a condition id (WavTokenizer's `bandwidth_id`, always 0 at inference).
+
+Ragged batches: `forward(x, cond, lengths)` gives each item what it gets alone (up to float rounding):
+inputs of every conv are zeroed past the item's end (its zero padding), GroupNorm statistics and the
+attention keys cover only its own frames. Frames past an item's end hold unspecified values.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.layers.attention import attention
+from zoo.layers.attention import MaskSpec, attention
 
 Cond = Tensor | int | None
 
@@ -91,9 +95,9 @@ class ConvNeXtBlock(nn.Module):
         scale = layer_scale_init_value
         self.gamma = nn.Parameter(scale * torch.ones(dim)) if scale is not None and scale > 0 else None
 
-    def forward(self, x: Tensor, cond: Cond = None) -> Tensor:
+    def forward(self, x: Tensor, cond: Cond = None, mask: Tensor | None = None) -> Tensor:
         residual = x
-        x = self.dwconv(x).transpose(1, 2)
+        x = self.dwconv(_zero_past_end(x, mask)).transpose(1, 2)
         x = self.norm(x, 0 if cond is None else cond) if self.adanorm else self.norm(x)
         x = self.pwconv2(self.act(self.pwconv1(x)))
         if self.gamma is not None:
@@ -103,6 +107,33 @@ class ConvNeXtBlock(nn.Module):
 
 def _group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
+
+
+def frame_mask(lengths: Tensor, frames: int) -> Tensor:
+    """(B,) valid frame counts -> (B, 1, frames) float mask."""
+    steps = torch.arange(frames, device=lengths.device)
+    return (steps.unsqueeze(0) < lengths.reshape(-1, 1)).unsqueeze(1).float()
+
+
+def group_norm(norm: nn.GroupNorm, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """`norm(x)` on (B, C, T), with statistics over the frames where `mask` (B, 1, T) is 1 when given."""
+    if mask is None:
+        return norm(x)
+    batch, channels, frames = x.shape
+    groups = norm.num_groups
+    m = mask.to(x.dtype).unsqueeze(1)
+    xg = x.reshape(batch, groups, channels // groups, frames)
+    count = m.sum(-1, keepdim=True) * (channels // groups)
+    mean = (xg * m).sum((2, 3), keepdim=True) / count
+    var = ((xg - mean).square() * m).sum((2, 3), keepdim=True) / count
+    y = ((xg - mean) * torch.rsqrt(var + norm.eps)).reshape(batch, channels, frames)
+    if norm.affine:
+        y = y * norm.weight.unsqueeze(-1) + norm.bias.unsqueeze(-1)
+    return y
+
+
+def _zero_past_end(x: Tensor, mask: Tensor | None) -> Tensor:
+    return x if mask is None else x * mask
 
 
 class ResnetBlock(nn.Module):
@@ -116,9 +147,9 @@ class ResnetBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        h = self.conv1(_zero_past_end(F.silu(group_norm(self.norm1, x, mask)), mask))
+        h = self.conv2(_zero_past_end(self.dropout(F.silu(group_norm(self.norm2, h, mask))), mask))
         return x + h
 
 
@@ -136,10 +167,11 @@ class AttnBlock(nn.Module):
         self.v = nn.Conv1d(channels, channels, 1)
         self.proj_out = nn.Conv1d(channels, channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.norm(x)
+    def forward(self, x: Tensor, mask: Tensor | None = None, lengths: Tensor | None = None) -> Tensor:
+        h = group_norm(self.norm, x, mask)
         q, k, v = (proj(h).transpose(1, 2).unsqueeze(1) for proj in (self.q, self.k, self.v))
-        out = attention(q, k, v, scale=x.shape[1] ** -0.5)
+        keys = None if lengths is None else MaskSpec.key_padding(lengths)
+        out = attention(q, k, v, mask=keys, scale=x.shape[1] ** -0.5)
         return x + self.proj_out(out.squeeze(1).transpose(1, 2))
 
 
@@ -183,17 +215,32 @@ class VocosBackbone(nn.Module):
         # Created after the init pass, as upstream does, so pos_net keeps PyTorch's default init.
         self.pos_net = pos_net(cfg.dim, cfg.pos_net_dropout, cfg.pos_net_groups) if cfg.pos_net else None
 
-    def forward(self, x: Tensor, cond: Cond = None) -> Tensor:
+    def forward(self, x: Tensor, cond: Cond = None, lengths: Tensor | None = None) -> Tensor:
+        """(B, input_channels, T) -> (B, T, dim); `lengths` (B,) valid frames per item of a ragged batch."""
         cond = 0 if cond is None else cond
-        x = self.embed(x)
+        mask = None if lengths is None else frame_mask(lengths, x.shape[-1]).to(x.dtype)
+        x = self.embed(_zero_past_end(x, mask))
         if self.pos_net is not None:
-            x = self.pos_net(x)
+            x = self._pos_net(x, mask, lengths)
         x = x.transpose(1, 2)
         x = self.norm(x, cond) if self.adanorm else self.norm(x)
         x = x.transpose(1, 2)
         for block in self.convnext:
-            x = block(x, cond)
+            x = block(x, cond, mask)
         return self.final_layer_norm(x.transpose(1, 2))
+
+    def _pos_net(self, x: Tensor, mask: Tensor | None, lengths: Tensor | None) -> Tensor:
+        assert self.pos_net is not None
+        if mask is None:
+            return self.pos_net(x)
+        for layer in self.pos_net:
+            if isinstance(layer, ResnetBlock):
+                x = layer(x, mask)
+            elif isinstance(layer, AttnBlock):
+                x = layer(x, mask, lengths)
+            else:
+                x = group_norm(layer, x, mask)
+        return x
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -210,5 +257,7 @@ __all__ = [
     "ResnetBlock",
     "VocosBackbone",
     "VocosBackboneConfig",
+    "frame_mask",
+    "group_norm",
     "pos_net",
 ]
