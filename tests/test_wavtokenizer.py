@@ -277,9 +277,10 @@ def tiny_upstream_config() -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_for_conversion() -> WavTokenizer:
-    """Upstream's EncodecFeatures fixes n_filters 32 and a 512-dim latent; the rest stays tiny."""
+    """Upstream fixes n_filters 32, a 512-dim latent and 32 GroupNorm groups in pos_net; the rest stays tiny."""
     torch.manual_seed(1)
-    dims = {"encoder.dimension": 512, "encoder.n_filters": 32, "backbone.input_channels": 512}
+    dims = {"encoder.dimension": 512, "encoder.n_filters": 32, "backbone.input_channels": 512,
+            "backbone.pos_net_groups": 32}
     return zoo.create_tokenizer("wavtokenizer-tiny", **dims).eval()
 
 
@@ -361,3 +362,9 @@ def test_converts_a_lightning_ckpt_file_read_without_code(tiny_for_conversion: W
     converted = convert_files("wavtokenizer", [path], tiny_upstream_config(), container=["state_dict"])
     x = clip(1, 1, 50, seed=9)
     assert torch.equal(converted.encode(x).ids, tok.encode(x).ids)
+
+
+def test_one_token_clip_round_trip(tok: WavTokenizer) -> None:
+    tokens = tok.encode(clip(1, 1, HOP, seed=10))
+    assert tokens.ids.shape == (1, 1)
+    assert tok.decode(tokens).shape == (1, 1, HOP)

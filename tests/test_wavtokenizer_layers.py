@@ -242,3 +242,35 @@ def test_convnext_without_adanorm_and_backbone_shapes() -> None:
     wt = VocosBackbone(VocosBackboneConfig(input_channels=8, dim=32, intermediate_dim=48, num_layers=2))
     names = set(wt.state_dict())
     assert {"pos_net.2.q.weight", "pos_net.5.weight", "norm.scale.weight", "convnext.1.gamma"} <= names
+
+
+def test_masked_group_norm_matches_group_norm_on_each_item() -> None:
+    from zoo.layers.vocos import frame_mask, group_norm
+
+    norm = torch.nn.GroupNorm(4, 8, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.1, 0.1)
+    x = torch.randn(3, 8, 10)
+    lengths = torch.tensor([10, 7, 1])
+    out = group_norm(norm, x, frame_mask(lengths, 10))
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.allclose(out[b : b + 1, :, :n], norm(x[b : b + 1, :, :n]), atol=1e-5)
+
+
+def test_backbone_and_istft_ragged_batch_equal_each_item_alone() -> None:
+    torch.manual_seed(5)
+    cfg = VocosBackboneConfig(input_channels=8, dim=32, intermediate_dim=48, num_layers=2, pos_net_groups=8)
+    backbone = VocosBackbone(cfg).eval()
+    head = ISTFTHead(32, n_fft=32, hop_length=8).eval()
+    lengths = [9, 6, 1]
+    x = torch.randn(3, 8, 9)
+    with torch.no_grad():
+        frames = backbone(x, 0, torch.tensor(lengths))
+        audio = head(frames, torch.tensor(lengths))
+        for b, n in enumerate(lengths):
+            alone = backbone(x[b : b + 1, :, :n], 0)
+            assert float((frames[b, :n] - alone[0]).abs().max()) < 1e-5
+            solo_audio = head(alone)
+            assert float((audio[b, : n * 8] - solo_audio[0]).abs().max()) < 1e-5
+        assert bool(torch.isfinite(audio).all())

@@ -1,7 +1,8 @@
 """ONNX export (torch.onnx.export(dynamo=True), opset 18) of WavTokenizer's graphs, run in onnxruntime.
 
 Graphs of the tiny variant: wave -> ids (`encoder_module()`), ids -> wave (`decoder_module()`, the
-real-valued iSTFT head included) and right-padded clips + lengths -> ids (`ragged_encoder_module()`).
+real-valued iSTFT head included), and for ragged batches right-padded clips + lengths -> ids
+(`ragged_encoder_module()`) and ids + token counts -> waves (`ragged_decoder_module()`).
 Each is exported once with dynamic batch and length and run at two other shapes: ids identical, waves
 within 1e-4. The full-size model's graphs are checked by bench/wavtokenizer.py (minutes to export).
 """
@@ -80,3 +81,17 @@ def test_ragged_encoder_graph(tok: WavTokenizer, tmp_path: Path) -> None:
             alone = tok.encode(x[b : b + 1, :, :n]).ids[0].numpy()
             assert np.array_equal(out[b, : alone.shape[0]], alone)
             assert not out[b, alone.shape[0] :].any()
+
+
+def test_ragged_decoder_graph(tok: WavTokenizer, tmp_path: Path) -> None:
+    batch, frames = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("frames", min=2, max=100_000)
+    ids = tok.encode_ids(waves(2, 400, 9))
+    session = export(tok.ragged_decoder_module(), (ids, torch.tensor([50, 31])), tmp_path / "rdec.onnx",
+                     ["ids", "lengths"], (({0: batch, 1: frames}, {0: batch}),))
+    for counts in ([120, 77, 1], [64]):
+        ids = tok.encode_ids(waves(len(counts), max(counts) * HOP, 10))
+        out = session.run(None, {"ids": ids.numpy(), "lengths": np.array(counts, dtype=np.int64)})[0]
+        for b, n in enumerate(counts):
+            with torch.no_grad():
+                alone = tok.decode_ids(ids[b : b + 1, :n])[0].numpy()
+            assert np.abs(out[b, :, : n * HOP] - alone).max() <= 1e-4

@@ -11,8 +11,8 @@ frame); `decode` trims back to the N recorded in `Tokens.original_size`, while b
 
 Batches: `encode(x, lengths=...)` takes right-padded clips of different lengths and gives each clip
 exactly the tokens it gets alone (every conv pads each clip at its own end; see `zoo.layers.seanet`);
-upstream has no batch support. Decoding groups clips by token count (the attention block and GroupNorms
-of `pos_net` see every frame of a clip, so padded frames would change the audio).
+upstream has no batch support. Decoding a ragged batch masks the padded frames out of every conv,
+GroupNorm, the attention block and the iSTFT envelope, so each clip decodes as alone (float rounding aside).
 
 Ids: ours (B, T); upstream's `encode_infer` returns (n_q=1, B, T) (`tokens_to_upstream` /
 `tokens_from_upstream` convert). The decoder is conditioned on `bandwidth_id` (AdaLayerNorm row), 0 as in
@@ -160,10 +160,27 @@ class WavTokenizer(Tokenizer):
         features = self.quantizer.lookup(ids).transpose(1, 2)
         return self.decode_features(features)
 
-    def decode_features(self, features: Tensor, bandwidth_id: int | None = None) -> Tensor:
-        """Codebook features (B, dim, T) -> (B, 1, T * hop): upstream's `decode(features)`."""
+    def decode_ids_ragged(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        """Ids (B, T) with tokens per item (B,) -> (B, 1, T * hop), item b exact up to lengths[b] * hop samples.
+
+        The graph of `ragged_decoder_module()`; samples past an item's end are unspecified.
+        """
+        return self.decode_features(self.quantizer.lookup(ids).transpose(1, 2), None, lengths)
+
+    def ragged_decoder_module(self) -> torch.nn.Module:
+        """(ids (B, T), lengths (B,) int64) -> audio: `decode_ids_ragged` as an exportable module."""
+        return _Call(self, "decode_ids_ragged")
+
+    def decode_features(
+        self, features: Tensor, bandwidth_id: int | None = None, lengths: Tensor | None = None
+    ) -> Tensor:
+        """Codebook features (B, dim, T) -> (B, 1, T * hop): upstream's `decode(features)`.
+
+        With `lengths` (B,) (tokens per item of a ragged batch) each item's first lengths[b] * hop samples
+        are what decoding it alone gives: the backbone masks convs, GroupNorms and attention per item.
+        """
         cond = self.config.bandwidth_id if bandwidth_id is None else int(bandwidth_id)
-        return self.head(self.backbone(features, cond)).unsqueeze(1)
+        return self.head(self.backbone(features, cond, lengths), lengths).unsqueeze(1)
 
     # -- user API --------------------------------------------------------------------------------
     def encode(
@@ -250,15 +267,19 @@ class WavTokenizer(Tokenizer):
             raise InputError(f"Tokens.lengths {frames} do not fit ids of shape {tuple(ids.shape)}")
         hop = self.config.hop_length
         keep = [f * hop for f in frames] if samples is None else [int(s) for s in torch.as_tensor(samples).reshape(-1)]
-        out = torch.zeros(batch, 1, max(keep), device=self.device, dtype=self.dtype)
+        if any(k > f * hop or k < 1 for k, f in zip(keep, frames, strict=True)):
+            raise InputError(
+                f"Tokens.original_size {keep} does not fit {frames} tokens of {hop} samples; "
+                "were these Tokens edited or made by another tokenizer?"
+            )
+        longest = max(frames)
         with torch.no_grad():
-            for count in sorted(set(frames)):
-                rows = [b for b in range(batch) if frames[b] == count]
-                features = self.quantizer.lookup(ids[rows, :count]).transpose(1, 2)
-                audio = self.decode_features(features, bandwidth_id)
-                for i, b in enumerate(rows):
-                    n = min(keep[b], audio.shape[-1])
-                    out[b, :, :n] = audio[i, :, :n]
+            features = self.quantizer.lookup(ids[:, :longest]).transpose(1, 2)
+            ragged = None if min(frames) == longest else torch.tensor(frames, device=self.device)
+            audio = self.decode_features(features, bandwidth_id, ragged)
+        out = audio[..., : max(keep)].clone()
+        for b in range(batch):
+            out[b, :, keep[b] :] = 0.0
         return out
 
     def embed(self, ids: Tensor) -> Tensor:
