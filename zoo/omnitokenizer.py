@@ -439,6 +439,7 @@ class OmniTokenizer(Tokenizer):
 
     family = "omnitokenizer"
     config_class = OmniTokenizerConfig
+    parity_cases = ("omnitokenizer/a",)  # ../shared/parity/omnitokenizer/a: imagenet_k600.ckpt, image and video
 
     def __init__(self, config: OmniTokenizerConfig) -> None:
         check_config(config)
