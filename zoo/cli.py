@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from registry.errors import ZooError
+from registry.errors import InputError, ZooError
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -99,14 +99,37 @@ def _load(ref: str, device: str | None) -> Any:
 
 
 def _read_media(path: str, tok: Any) -> Any:
+    """Load a file by what it contains, shaped for the tokenizer's modality (an image is a 1-frame video)."""
     import modalities
 
     spec = tok.spec
+    kind = modalities.detect(path)
     if spec.modality == "audio":
-        return modalities.audio.load(path, sample_rate=spec.sample_rate, channels=spec.channels)
+        if kind == "image":
+            raise InputError(f"{path} is an image; {tok.name} tokenizes audio")
+        mono = "mono" if spec.channels == 1 else None
+        return modalities.audio.load(path, sample_rate=spec.sample_rate, channels=mono)
+    if kind == "audio":
+        raise InputError(f"{path} is audio; {tok.name} tokenizes {spec.modality}")
     if spec.modality == "image":
+        if kind == "video":
+            raise InputError(f"{path} is a video; {tok.name} tokenizes single images (extract a frame first)")
         return modalities.image.load(path)
-    return modalities.video.load(path)
+    return modalities.video.load(path) if kind == "video" else modalities.image.load(path).unsqueeze(2)
+
+
+def _write_media(y: Any, dst: Path, tok: Any) -> Path:
+    """Write one decoded item; the format follows what came out (a 1-frame video is written as an image)."""
+    import modalities
+
+    if tok.spec.modality == "audio":
+        return modalities.audio.save(y, dst.with_suffix(dst.suffix or ".wav"), tok.spec.sample_rate)
+    if y.dim() == 4 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.dim() == 3:
+        return modalities.image.save(y, dst if dst.suffix in (".png", ".jpg", ".webp", ".bmp", ".tif") else
+                                     dst.with_suffix(".png"))
+    return modalities.video.save(y, dst if dst.suffix in (".mp4", ".webm", ".mkv", ".gif") else dst.with_suffix(".mp4"))
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
@@ -131,27 +154,20 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 def _cmd_decode(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    import modalities
     from zoo.tokens import Tokens
 
     tok = _load(args.model, args.device)
     out = Path(args.out)
     inputs = [Path(p) for p in args.inputs]
-    suffix = {"audio": ".wav", "image": ".png", "video": ".mp4"}[tok.spec.modality]
     if len(inputs) > 1 or not out.suffix:
         out.mkdir(parents=True, exist_ok=True)
-        targets = [out / (p.name.split(".")[0] + suffix) for p in inputs]
+        targets = [out / p.name.split(".")[0] for p in inputs]
     else:
         targets = [out]
     for src, dst in tqdm(list(zip(inputs, targets, strict=True)), desc="decode", disable=len(inputs) < 2):
         y = tok.decode(Tokens.load(src))
-        if tok.spec.modality == "audio":
-            modalities.audio.save(dst, y[0], tok.spec.sample_rate)
-        elif tok.spec.modality == "image":
-            modalities.image.save(dst, y[0])
-        else:
-            modalities.video.save(dst, y[0])
-        print(f"{src} -> {dst}")
+        written = _write_media(y[0], dst, tok)
+        print(f"{src} -> {written}")
     return 0
 
 
