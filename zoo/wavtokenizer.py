@@ -10,8 +10,9 @@ frame); `decode` trims back to the N recorded in `Tokens.original_size`, while b
 `tokens_from_upstream`) decode to T * hop samples as upstream does.
 
 Batches: `encode(x, lengths=...)` takes right-padded clips of different lengths and gives each clip
-exactly the tokens it gets alone (every conv pads each clip at its own end; see `zoo.layers.seanet`);
-upstream has no batch support. Decoding a ragged batch masks the padded frames out of every conv,
+exactly the tokens it gets alone: every conv pads each clip at its own end (`zoo.layers.seanet`), and
+since batched kernels round ~1e-7 differently, a clip with a frame near a tie between two codes is
+re-encoded alone. Upstream has no batch support. Decoding a ragged batch masks the padded frames out of every conv,
 GroupNorm, the attention block and the iSTFT envelope, so each clip decodes as alone (float rounding aside).
 
 Ids: ours (B, T); upstream's `encode_infer` returns (n_q=1, B, T) (`tokens_to_upstream` /
