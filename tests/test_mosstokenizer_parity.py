@@ -4,7 +4,9 @@ The fixture's weights are drawn by fill.py (7.1 GB float32), converted once with
 popped as they are mapped, the model built on the meta device and filled with `assign=True`, so one
 copy of the weights is held) and run once per module: ids identical outside `tie_mask`, latent,
 quantizer output and the two reconstructions (all 32 codebooks, the first 8) within the case's
-tolerance. About 9 GB of memory at peak; the CI runner runs bigmem tests alone in their own process.
+tolerance, one-shot and streamed (each push reads all 3.5 GB of a half's weights, so the chunks here
+are 4 and 6 frames; the tiny tests stream frame by frame). Peak memory 7.7 GB; about 2 minutes of CPU
+time, ~6 minutes wall on a busy 2-core machine; the CI runner runs bigmem tests alone in their own process.
 """
 
 from __future__ import annotations
@@ -104,3 +106,17 @@ def test_decode_trims_to_the_input_length(case: Any, outputs: dict[str, Any]) ->
     trimmed = outputs["trimmed"]
     assert trimmed.shape == (1, 1, 24000)
     assert max_abs(trimmed, case.io["reconstruction"][..., :24000]) <= case.manifest["tolerance"]
+
+
+@pytest.mark.parametrize("chunk", [4 * 1920, 6 * 1920])  # 0.32 s and 0.48 s: chunkings upstream's rules allow
+def test_streaming_matches_upstream(tok: Any, case: Any, chunk: int) -> None:
+    audio = case.io["input"]
+    encoder = tok.encode_stream()
+    parts = [encoder.push(audio[..., i : i + chunk]) for i in range(0, audio.shape[-1], chunk)]
+    ids = torch.cat([*parts, encoder.flush()], dim=1)
+    assert_ids_match(ids.permute(2, 0, 1), case.io["ids"], case.io["tie_mask"])
+    frames = chunk // tok.hop
+    decoder = tok.decode_stream()
+    upstream_ids = tok.tokens_from_upstream(case.io["ids"]).ids
+    wave = torch.cat([decoder.push(upstream_ids[:, i : i + frames]) for i in range(0, 13, frames)], dim=-1)
+    assert max_abs(wave, case.io["reconstruction"]) <= case.manifest["tolerance"]
