@@ -11,20 +11,24 @@ seconds of compute per second of audio (lower is faster). The last line is one J
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
-import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+# Run as a script, bench/ is sys.path[0]; drop it so bench scripts named like stdlib modules (tokenize.py)
+# cannot shadow them, and put the repository root first instead.
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [str(_BENCH.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import argparse  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 import zoo  # noqa: E402
 
