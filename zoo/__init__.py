@@ -36,7 +36,8 @@ from zoo.tokens import Tokens
 
 # One module per family; each registers its variants and converter at its bottom.
 FAMILY_MODULES: tuple[str, ...] = (
-    "mosstokenizer", "omnitokenizer", "s3tokenizer", "tokenflow", "uniflow", "uniwetok", "wavtokenizer", "xytokenizer"
+    "mosstokenizer", "omnitokenizer", "s3tokenizer", "tadicodec", "tokenflow", "uniflow", "uniwetok", "wavtokenizer",
+    "xytokenizer",
 )
 
 for _module in FAMILY_MODULES:
