@@ -45,7 +45,7 @@ class DataConfig:
     flip: bool = True  # random horizontal flips (images/videos)
     gain_db: float = 6.0  # random gain range for audio (+-dB)
     max_heldout_seconds: float = 10.0
-    max_heldout_pixels: int = 512 * 512
+    max_heldout_pixels: int = 512 * 512  # larger held-out images are centre-cropped to a square of this area
 
 
 @dataclass
@@ -189,7 +189,13 @@ def load_item(path: Path, tok: Any, data: DataConfig, heldout: bool = False) -> 
 
     spec = tok.spec
     if spec.modality == "image":
-        return modalities.image.load(path, max_pixels=data.max_heldout_pixels if heldout else 64_000_000)[0]
+        x = modalities.image.load(path, max_pixels=64_000_000)[0]
+        if heldout and x.shape[-2] * x.shape[-1] > data.max_heldout_pixels:  # keep evaluation cheap: centre crop
+            side = int(data.max_heldout_pixels**0.5)
+            h, w = x.shape[-2:]
+            top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+            x = x[..., top : top + side, left : left + side]
+        return x
     if spec.modality == "audio":
         duration = data.max_heldout_seconds if heldout else None
         x = modalities.audio.load(path, sample_rate=spec.sample_rate, channels="mono", duration=duration)[0]
@@ -456,7 +462,7 @@ class Trainer:
         row = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}}
         row["grad_norm"] = float(grad_norm)
         if gan_on:
-            row["discriminator"] = float(d_loss)
+            row["discriminator"] = float(d_loss.detach())
         row.update(_usage(out.get("ids"), tuple(self.tok.spec.codebook_sizes)))
         return row
 
