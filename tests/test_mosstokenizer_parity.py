@@ -5,8 +5,8 @@ popped as they are mapped, the model built on the meta device and filled with `a
 copy of the weights is held) and run once per module: ids identical outside `tie_mask`, latent,
 quantizer output and the two reconstructions (all 32 codebooks, the first 8) within the case's
 tolerance, one-shot and streamed (each push reads all 3.5 GB of a half's weights, so the chunks here
-are 4 and 6 frames; the tiny tests stream frame by frame). Peak memory 7.7 GB; about 2 minutes of CPU
-time, ~6 minutes wall on a busy 2-core machine; the CI runner runs bigmem tests alone in their own process.
+are 4 and 6 frames; the tiny tests stream frame by frame). Peak memory 7.7 GB; 3.5 minutes of CPU time
+(12 minutes wall on a shared, busy 2-core machine); the CI runner runs bigmem tests alone in their own process.
 """
 
 from __future__ import annotations
