@@ -38,8 +38,12 @@ def table() -> str:
             tokens += f", {spec.tokens_per_item}/item"
         cases = getattr(cls, "parity_cases", ())
         weights = "upstream (converted)" if info["upstream"] else ("bundled" if info["pretrained"] else "random init")
-        parity = ", ".join(cases) if cases and info["upstream"] else "-"
-        onnx = "yes" if all(v is None for v in spec.export.values()) else "partial"
+        own = info["upstream"] or not (info["pretrained"] or name.endswith("-tiny"))
+        parity = ", ".join(cases) if cases and own else "-"
+        parts = {k: v for k, v in spec.export.items() if spec.can_decode or k != "decoder"}
+        onnx = "yes" if all(v is None for v in parts.values()) else "partial"
+        if not spec.can_decode and onnx == "yes":
+            onnx = "encoder"
         decodes = "yes" if spec.can_decode else "no"
         if spec.decode_needs:
             decodes += f" (needs {', '.join(spec.decode_needs)})"

@@ -118,6 +118,7 @@ class S3Tokenizer(Tokenizer):
     """CosyVoice's S3Tokenizer v1 / v2 (see the module docstring): audio (B, 1, N) at 16 kHz -> ids (B, T')."""
 
     family = "s3tokenizer"
+    parity_cases = ("s3tokenizer_v1/a", "s3tokenizer_v2/a")  # v1 50 Hz and v2; v1 25 Hz has no fixture
     config_class = S3TokenizerConfig
 
     def __init__(self, config: S3TokenizerConfig) -> None:

@@ -350,7 +350,7 @@ class TokenFlowTokenizer(Tokenizer):
 
     family = "tokenflow"
     config_class = TokenFlowConfig
-    parity_cases = ("a",)  # ../shared/parity/tokenflow/a: tokenflow-clipb-32k-enhanced
+    parity_cases = ("tokenflow/a",)  # ../shared/parity/tokenflow/a: tokenflow-clipb-32k-enhanced
 
     def __init__(self, config: TokenFlowConfig) -> None:
         super().__init__(config)
