@@ -208,6 +208,33 @@ def test_bad_files_are_listed_and_never_stop_the_run(tmp_path: Path, models: dic
     assert manifest["inputs"] == len(good) + len(failures) and manifest["complete"]
 
 
+def load_or_die(item: object, spec: object) -> object:
+    """A reader that dies the way a segfaulting decoder does, on one file only."""
+    from zoo.engines.items import load_item
+
+    if str(item.source).startswith("crash"):  # type: ignore[attr-defined]
+        os._exit(11)
+    return load_item(item, spec)  # type: ignore[arg-type]
+
+
+def test_a_reader_that_dies_costs_only_its_item(
+    tmp_path: Path, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the crashing reader is patched in through fork; this platform spawns readers")
+    folder = tmp_path / "images"
+    good = write_images(folder, IMAGES[:5])
+    (folder / "crash.png").write_bytes(good[0].read_bytes())
+    monkeypatch.setattr("zoo.engines.local.load_item", load_or_die)
+    manifest = run(folder, models["uniwetok-tiny"], tmp_path / "out", batch_size=2, workers=2, shard_size=3)
+    assert sorted(rows_by_source(tmp_path / "out")) == sorted(p.name for p in good)
+    failures = [json.loads(line) for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
+    assert [(f["source"], "process died" in f["reason"]) for f in failures] == [("crash.png", True)]
+    assert manifest["complete"] and manifest["items"] == len(good)
+
+
 def test_folder_glob_and_list_inputs(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     (folder / "b").mkdir(parents=True)

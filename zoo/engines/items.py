@@ -121,7 +121,8 @@ def _read(path: str, spec: LoadSpec) -> tuple[np.ndarray, tuple[int, ...]]:
     if kind != spec.modality:
         raise MediaError(f"{path} holds {kind}; this tokenizer takes {spec.modality}")
     if kind == "audio":
-        x = modalities.audio.load(path, sample_rate=spec.sample_rate, channels="mono" if spec.channels == 1 else None)
+        channels = {1: "mono", 2: "stereo"}.get(spec.channels)
+        x = modalities.audio.load(path, sample_rate=spec.sample_rate, channels=channels)
         return x[0].numpy(), (int(x.shape[-1]),)
     if kind == "image":
         x = modalities.image.load(path)

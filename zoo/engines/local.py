@@ -1,6 +1,7 @@
-"""The embedded engine: reader processes decode media one shard ahead while this process runs the model.
+"""The embedded engine: reader processes decode media a window ahead while this process runs the model.
 
-Readers are spawned (not forked: the parent holds torch's thread pools) with one torch thread each.
+Readers are forked where the platform can (as torch's DataLoader does: they start at once, without
+importing torch and every family again; they never touch CUDA), spawned elsewhere, one torch thread each.
 A reader that crashes inside a native decoder costs only its own item: the pool is restarted and the
 items it held are read again one at a time, and an item that kills a reader twice is a failure.
 """
@@ -40,7 +41,8 @@ class _Readers:
             self._start()
 
     def _start(self) -> None:
-        context = multiprocessing.get_context("spawn")
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
         self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_reader)
 
     def _restart(self) -> None:
@@ -84,6 +86,15 @@ class _Readers:
             self.pool = None
 
 
+def _windows(shards: Shards, size: int) -> list[tuple[int, list[Item], bool]]:
+    """Shards cut into windows of at most `size` items: (shard, items, last window of its shard)."""
+    out = []
+    for shard, items in shards:
+        starts = range(0, len(items), size)
+        out.extend((shard, items[i : i + size], i == starts[-1]) for i in starts)
+    return out
+
+
 def run_local(
     tok: Any,
     spec: LoadSpec,
@@ -95,16 +106,27 @@ def run_local(
     layout: str,
     on_progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Read, encode and hand each shard's rows and failures to `sink`, in shard order."""
+    """Read, encode and hand each shard's rows and failures to `sink`, in shard order.
+
+    Media are read one window ahead of the model (a few batches, not a whole shard), so memory holds
+    two windows of decoded items whatever the shard size; only the small rows wait for their shard.
+    """
+    windows = _windows(shards, max(4 * batch_size, 4 * workers, 16))
     readers = _Readers(workers, spec)
+    rows: list[dict[str, Any]] = []
+    failures: list[Failure] = []
     try:
-        ahead = readers.submit(shards[0][1]) if shards else []
-        for pos, (shard, items) in enumerate(shards):
+        ahead = readers.submit(windows[0][1]) if windows else []
+        for pos, (shard, items, last) in enumerate(windows):
             handles = ahead
-            ahead = readers.submit(shards[pos + 1][1]) if pos + 1 < len(shards) else []
+            ahead = readers.submit(windows[pos + 1][1]) if pos + 1 < len(windows) else []
             loaded = readers.gather(items, handles)
             by_index = {item.index: item for item in items}
-            rows, failures = encode_items(tok, by_index, loaded, batch_size, layout, on_progress)
-            sink(shard, rows, failures)
+            new_rows, new_failures = encode_items(tok, by_index, loaded, batch_size, layout, on_progress)
+            rows.extend(new_rows)
+            failures.extend(new_failures)
+            if last:
+                sink(shard, rows, failures)
+                rows, failures = [], []
     finally:
         readers.close()

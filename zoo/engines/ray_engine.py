@@ -150,7 +150,12 @@ def run_ray(
         shard_of = {item.index: shard for shard, members in shards for item in members}
         waiting = {shard: len(members) for shard, members in shards}
         got: dict[int, tuple[list[dict[str, Any]], list[Failure]]] = {shard: ([], []) for shard, _ in shards}
-        blocks = max(1, min(len(items), 4 * max(1, workers)))
+        # Small read blocks (<= 64 items) so reading spreads over tasks; CPU actors leave a core to the readers,
+        # or a pool holding every CPU would wait forever for input that no task can be scheduled to read.
+        blocks = max(1, min(len(items), max(4 * max(1, workers), len(items) // 64)))
+        resources = ray.cluster_resources()
+        room = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1)) - 1
+        actors = max(1, min(workers, room))
         ds = ray.data.from_items(
             [{"index": i.index, "path": i.path, "source": i.source} for i in items], override_num_blocks=blocks
         )
@@ -163,7 +168,7 @@ def run_ray(
             },
             batch_size=batch_size * 4,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
+            compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=0 if gpu else 1,
             num_gpus=1 if gpu else 0,
         )
