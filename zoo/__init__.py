@@ -42,6 +42,7 @@ FAMILY_MODULES: tuple[str, ...] = (
 
 for _module in FAMILY_MODULES:
     importlib.import_module(f"zoo.{_module}")
+importlib.import_module("zoo.checkpoints")  # registers the default checkpoints shipped in the package
 
 
 @functools.cache
