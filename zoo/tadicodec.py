@@ -617,8 +617,9 @@ class TaDiCodecTokenizer(Tokenizer):
         bad = [b for b, f in enumerate(frames) if f < 1]
         if bad:
             b = bad[0]
+            lead = factor * codes[b] - frames[b]
             raise InputError(
-                f"the prompt ({prompts[b].shape[0]} mel frames) covers all {factor * codes[b]} frames the ids of item "  # type: ignore[index]
+                f"the prompt ({lead} mel frames) covers all {factor * codes[b]} frames the ids of item "
                 f"{b} describe; nothing is left to decode. The ids must cover [prompt, target]: encode the target "
                 "with encode(x, prompt=...) or pass a shorter prompt."
             )
@@ -683,8 +684,9 @@ class TaDiCodecTokenizer(Tokenizer):
         tokenizer; (B, Lt), (Lt,), or one sequence per item) or `text` (str or one per item; needs the
         `text_tokenizer/` folder locally, see `TaDiCodecConfig.text_tokenizer`). `prompt` (speech) or
         `prompt_mel` ((B or 1, P, n_mels) normalised mel, e.g. `tok.mel(x)[:, :150]` for upstream's 3 s
-        self-prompt) leads the sequence; only the frames after it are returned. `noise` (B, F, n_mels)
-        (`noise_from_upstream` converts upstream's draw) makes decoding exact; otherwise it is drawn from
+        self-prompt) leads the sequence; only the frames after it are returned. `noise` (B, F, n_mels), F the
+        longest item's frames to decode (8 per id less the prompt's; shorter items take their first frames;
+        `noise_from_upstream` converts upstream's draw), makes decoding exact; otherwise it is drawn from
         `generator`. Sampler options: `steps`, `cfg_scale` (<= 0: no guidance), `rescale`, `schedule`,
         `solver`, `scheduler` (a diffusers flow-matching scheduler), `cfg_interval`; `velocity_fn(x, t,
         cond, text_ids)` / `uncond_velocity_fn(x, t)` replace the decoder (e.g. exported ONNX steps).
