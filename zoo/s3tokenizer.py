@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from registry.checkpoint import ONNX_GRAPH_KEY, load_state_strict
 from registry.errors import CheckpointError, ConfigError, InputError
 from registry.registry import register_converter, register_tokenizer
+from zoo.audio_batch import check_lengths, resample_clips
 from zoo.layers.attention import MaskSpec
 from zoo.layers.mel import LogMel
 from zoo.layers.quantize import FSQ, VectorQuantizer
@@ -258,7 +259,7 @@ class S3Tokenizer(Tokenizer):
             raise InputError(f"unknown encode option(s) {sorted(kwargs)}; s3tokenizer takes lengths= and sample_rate=")
         wave = self.prepare(x)
         batch, _, total = wave.shape
-        counts = self._check_lengths(lengths, batch, total)
+        counts = check_lengths(lengths, batch, total)
         if sample_rate is not None and int(sample_rate) != self.config.sample_rate:
             wave, counts = self._resample(wave, counts, sample_rate)
         clips = [wave[b, 0, : counts[b]] for b in range(batch)]
@@ -278,34 +279,8 @@ class S3Tokenizer(Tokenizer):
             meta={"sample_rate": self.config.sample_rate, "token_rate": self.spec.token_rate},
         )
 
-    def _check_lengths(self, lengths: Sequence[int] | Tensor | None, batch: int, total: int) -> list[int]:
-        if lengths is None:
-            return [total] * batch
-        values = torch.as_tensor(lengths).reshape(-1)
-        if values.dtype.is_floating_point or values.numel() != batch:
-            raise InputError(
-                f"lengths must hold one integer sample count per clip ({batch}); got {tuple(values.shape)} "
-                f"{values.dtype}"
-            )
-        counts = [int(v) for v in values]
-        if min(counts) < 1 or max(counts) > total:
-            raise InputError(
-                f"lengths must lie in [1, {total}] (the padded length); got {counts}. An empty clip has no tokens: "
-                "leave it out of the batch."
-            )
-        return counts
-
     def _resample(self, wave: Tensor, counts: list[int], rate: int) -> tuple[Tensor, list[int]]:
-        from modalities.resample import resample
-
-        if int(rate) != rate or int(rate) <= 0:
-            raise InputError(f"sample_rate must be a positive whole number of Hz; got {rate}")
-        target = self.config.sample_rate
-        clips = [resample(wave[b, 0, : counts[b]], int(rate), target) for b in range(wave.shape[0])]
-        new_counts = [c.shape[-1] for c in clips]
-        longest = max(new_counts)
-        out = torch.stack([F.pad(c, (0, longest - c.shape[-1])) for c in clips])[:, None]
-        return out.to(device=wave.device, dtype=wave.dtype), new_counts
+        return resample_clips(wave, counts, rate, self.config.sample_rate, "s3tokenizer", warn=False)
 
     def _encode_mels(self, mels: list[Tensor]) -> list[Tensor]:
         """Per-clip log-mels (n_mels, T_i) -> per-clip ids (T_i',), windowing clips over 30 s."""

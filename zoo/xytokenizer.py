@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +49,7 @@ from torch import Tensor, nn
 from registry import register_converter, register_tokenizer
 from registry.checkpoint import load_state_strict
 from registry.errors import CheckpointError, ConfigError, InputError, UnsupportedError
+from zoo.audio_batch import check_lengths, resample_clips
 from zoo.layers.attention import MaskSpec
 from zoo.layers.mel import LogMel
 from zoo.layers.quantize import ResidualVQ
@@ -474,7 +474,7 @@ class XYTokenizer(Tokenizer):
             raise InputError(f"unknown encode option(s) {sorted(kwargs)}; xytokenizer takes lengths= and sample_rate=")
         wave = self.prepare(x)
         batch, _, total = wave.shape
-        counts = _check_lengths(lengths, batch, total)
+        counts = check_lengths(lengths, batch, total)
         if sample_rate is not None and int(sample_rate) != self.config.sample_rate:
             wave, counts = self._resample(wave, counts, sample_rate)
         self._check_samples(counts)
@@ -677,38 +677,7 @@ class XYTokenizer(Tokenizer):
         return ids, counts
 
     def _resample(self, wave: Tensor, counts: list[int], rate: int) -> tuple[Tensor, list[int]]:
-        from modalities.resample import resample
-
-        if int(rate) != rate or int(rate) <= 0:
-            raise InputError(f"sample_rate must be a positive whole number of Hz; got {rate}")
-        target = self.config.sample_rate
-        warnings.warn(
-            f"xytokenizer runs at {target} Hz; resampling the {int(rate)} Hz input (band-limited polyphase). "
-            f"Pass {target} Hz audio to skip this (modalities.audio.load(path, sample_rate={target})).",
-            stacklevel=3,
-        )
-        clips = [resample(wave[b, 0, : counts[b]], int(rate), target) for b in range(wave.shape[0])]
-        new_counts = [int(c.shape[-1]) for c in clips]
-        out = torch.stack([F.pad(c, (0, max(new_counts) - c.shape[-1])) for c in clips])[:, None]
-        return out.to(device=wave.device, dtype=wave.dtype), new_counts
-
-
-def _check_lengths(lengths: Sequence[int] | Tensor | None, batch: int, total: int) -> list[int]:
-    if lengths is None:
-        return [total] * batch
-    values = torch.as_tensor(lengths).reshape(-1)
-    if values.dtype.is_floating_point or values.dtype == torch.bool or values.numel() != batch:
-        raise InputError(
-            f"lengths must hold one integer sample count per clip ({batch}); got shape {tuple(values.shape)} "
-            f"of {values.dtype}"
-        )
-    counts = [int(v) for v in values]
-    if min(counts) < 1 or max(counts) > total:
-        raise InputError(
-            f"lengths must lie in [1, {total}] (the padded length); got {counts}. An empty clip has no tokens: "
-            "leave it out of the batch."
-        )
-    return counts
+        return resample_clips(wave, counts, rate, self.config.sample_rate, "xytokenizer", warn=True)
 
 
 # -- converter -----------------------------------------------------------------------------------------
