@@ -11,7 +11,7 @@ weights, so reading and resizing the files is a real share of the work, as it is
 Times include each engine's own start-up (spawning readers, Ray actors), which is what a user waits
 for; with few items that start-up dominates. The last line is one JSON object.
 
-    python bench/tokenize.py [--items 96] [--model uniwetok-tiny] [--image-size 64] [--workers 2]
+    python bench/tokenize_dataset.py [--items 96] [--model uniwetok-tiny] [--image-size 64] [--workers 2]
 """
 
 from __future__ import annotations
