@@ -43,7 +43,7 @@ def to_onnx(
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = _float32(tokenizer)
+    tok = _cpu_float32(tokenizer)
     was_training = tok.training
     tok.eval()
     try:
@@ -94,11 +94,14 @@ def _check_exportable(tok: Any) -> None:
         raise UnsupportedError(f"{tok.name} cannot export its encoder: {reasons['encoder']}")
 
 
-def _float32(tok: Any) -> Any:
-    """The tokenizer in float32 (a copy when it is not): onnxruntime's CPU kernels are float32."""
-    if all(p.dtype == torch.float32 for p in tok.parameters()):
+def _cpu_float32(tok: Any) -> Any:
+    """The tokenizer on the CPU in float32 (a copy when it is not), like the example inputs of the plans."""
+    on_cpu = all(t.device.type == "cpu" for t in [*tok.parameters(), *tok.buffers()])
+    in_float32 = all(p.dtype == torch.float32 for p in tok.parameters())
+    if on_cpu and in_float32:
         return tok
-    return copy.deepcopy(tok).float()
+    copied = copy.deepcopy(tok).cpu()
+    return copied if in_float32 else copied.float()
 
 
 def _dynamic_shapes(module: torch.nn.Module, dims: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -111,8 +114,8 @@ def _dynamic_shapes(module: torch.nn.Module, dims: tuple[Any, ...]) -> tuple[Any
 
 def _export_graph(g: GraphPlan, out: Path, opset: int) -> dict[str, Any]:
     path = out / f"{g.name}.onnx"
-    for stale in (path, out / f"{g.name}.onnx.data"):
-        stale.unlink(missing_ok=True)
+    for stale in out.glob(f"{g.name}.onnx*"):
+        stale.unlink()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -126,11 +129,12 @@ def _export_graph(g: GraphPlan, out: Path, opset: int) -> dict[str, Any]:
             f"torch.onnx.export failed for the {g.name!r} graph: {first}. This is a bug in the family's tensor path "
             "or in tokenzoo's export plan; please report it with this message."
         ) from exc
-    program.save(str(path))
+    program.save(str(path))  # one file; weights go to a side file only past protobuf's 2 GB limit
+    files = list(out.glob(f"{g.name}.onnx*"))
     return {
         "file": path.name,
-        "bytes": sum(p.stat().st_size for p in out.glob(f"{g.name}.onnx*")),
-        "external_data": (out / f"{g.name}.onnx.data").exists(),
+        "bytes": sum(p.stat().st_size for p in files),
+        "external_data": any(p.name != path.name for p in files),
         **_signature(path),
     }
 

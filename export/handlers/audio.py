@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from export.errors import InputError
+from export.errors import InputError, UnsupportedError
 from export.handlers.base import Handler
 from export.media import canonical, int_ids, sample_counts
 from export.resample import resample
@@ -200,6 +200,11 @@ class AudioCodec(Handler):
             if depth > ids.shape[-1]:
                 raise InputError(f"num_quantizers={depth} but the ids hold only {ids.shape[-1]} codebooks")
             ids = ids[..., :depth]
+        if multi and not r["decode"].get("codebook_mask") and ids.shape[-1] != r["num_quantizers"]:
+            raise UnsupportedError(
+                f"the decoder graph sums all {r['num_quantizers']} codebooks; these ids hold {ids.shape[-1]}. Decode "
+                "fewer codebooks with the PyTorch tokenizer."
+            )
         batch, steps = ids.shape[:2]
         frames = [steps] * batch if lengths is None else [int(v) for v in np.asarray(lengths).reshape(-1)]
         if len(frames) != batch or min(frames) < 1 or max(frames) > steps:
