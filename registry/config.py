@@ -47,6 +47,13 @@ def load_config_file(path: str | Path) -> DictConfig:
     return _read(str(Path(path).resolve()))
 
 
+def plain_config(config: Any) -> Any:
+    """An upstream config as plain Python containers (OmegaConf nodes resolved), so converters read one type."""
+    if isinstance(config, DictConfig) or type(config).__name__ == "ListConfig":
+        return OmegaConf.to_container(config, resolve=True)
+    return config
+
+
 def _dotted(overrides: dict[str, Any]) -> DictConfig:
     cfg = OmegaConf.create({})
     for key, value in overrides.items():

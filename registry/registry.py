@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from registry.config import load_variant_config, model_config, variant_names
+from registry.config import load_variant_config, model_config, plain_config, variant_names
 from registry.errors import ConfigError
 
 _FAMILIES: dict[str, type] = {}
@@ -141,7 +141,7 @@ def convert(family: str, upstream_state_dict: dict[str, Any], upstream_config: A
         raise ConfigError(
             f"no converter registered for {family!r}; families with converters: {', '.join(sorted(_CONVERTERS))}"
         )
-    return _CONVERTERS[family](upstream_state_dict, upstream_config, **kwargs)
+    return _CONVERTERS[family](upstream_state_dict, plain_config(upstream_config), **kwargs)
 
 
 def converters() -> list[str]:

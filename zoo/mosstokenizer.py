@@ -36,7 +36,6 @@ Ids: ours (B, T, Q), codebook axis last; upstream's `audio_codes` are (Q, B, T) 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +46,9 @@ from torch import Tensor, nn
 
 from registry import register_converter, register_tokenizer
 from registry.checkpoint import dig, load_state_strict
+from registry.config import plain_config
 from registry.errors import CheckpointError, ConfigError, InputError, UnsupportedError
+from zoo.audio_batch import check_lengths, resample_clips
 from zoo.layers.attention import KVCache, MaskSpec, attention
 from zoo.layers.quantize import ResidualLFQ
 from zoo.layers.rotary import apply_rotary
@@ -467,7 +468,7 @@ class MossTokenizer(Tokenizer):
             )
         wave = self.prepare(x)
         batch, _, total = wave.shape
-        counts = _check_lengths(lengths, batch, total)
+        counts = check_lengths(lengths, batch, total)
         if sample_rate is not None and int(sample_rate) != self.config.sample_rate:
             wave, counts = self._resample(wave, counts, sample_rate)
         depth = self._check_depth(num_quantizers)
@@ -611,21 +612,7 @@ class MossTokenizer(Tokenizer):
         return num_quantizers
 
     def _resample(self, wave: Tensor, counts: list[int], rate: int) -> tuple[Tensor, list[int]]:
-        from modalities.resample import resample
-
-        if int(rate) != rate or int(rate) <= 0:
-            raise InputError(f"sample_rate must be a positive whole number of Hz; got {rate}")
-        target = self.config.sample_rate
-        warnings.warn(
-            f"mosstokenizer runs at {target} Hz; resampling the {int(rate)} Hz input (band-limited polyphase). "
-            f"Pass {target} Hz audio to skip this (modalities.audio.load(path, sample_rate={target})).",
-            stacklevel=3,
-        )
-        clips = [resample(wave[b, :, : counts[b]].float().cpu(), int(rate), target) for b in range(wave.shape[0])]
-        new_counts = [int(c.shape[-1]) for c in clips]
-        longest = max(new_counts)
-        out = torch.stack([F.pad(c, (0, longest - c.shape[-1])) for c in clips])
-        return out.to(device=wave.device, dtype=wave.dtype), new_counts
+        return resample_clips(wave, counts, rate, self.config.sample_rate, "mosstokenizer")
 
 
 # -- streaming --------------------------------------------------------------------------------------
@@ -711,24 +698,6 @@ class MossDecodeStream:
         return audio
 
 
-def _check_lengths(lengths: Sequence[int] | Tensor | None, batch: int, total: int) -> list[int]:
-    if lengths is None:
-        return [total] * batch
-    values = torch.as_tensor(lengths).reshape(-1)
-    if values.dtype.is_floating_point or values.dtype == torch.bool or values.numel() != batch:
-        raise InputError(
-            f"lengths must hold one integer sample count per clip ({batch}); got shape {tuple(values.shape)} "
-            f"of {values.dtype}"
-        )
-    counts = [int(v) for v in values]
-    if min(counts) < 1 or max(counts) > total:
-        raise InputError(
-            f"lengths must lie in [1, {total}] (the padded length); got {counts}. An empty clip has no tokens: "
-            "leave it out of the batch."
-        )
-    return counts
-
-
 # -- converter --------------------------------------------------------------------------------------
 
 _SUPPORTED = {"norm": ("layer_norm",), "gating": ("none",), "positional_embedding": ("rope",)}
@@ -766,11 +735,7 @@ def config_from_upstream(upstream_config: Any) -> MossTokenizerConfig:
             "mosstokenizer's converter needs the upstream config.json (encoder_kwargs, decoder_kwargs, "
             "quantizer_kwargs, ...); registered variants carry it under upstream.config"
         )
-    cfg: Any = upstream_config
-    if hasattr(cfg, "items") and not isinstance(cfg, dict):
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg: Any = plain_config(upstream_config)
     for key in ("encoder_kwargs", "decoder_kwargs", "quantizer_kwargs"):
         if key not in cfg:
             raise ConfigError(f"upstream config has no `{key}` (keys: {sorted(cfg)}); pass the whole config.json")

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from registry.checkpoint import load_state_strict
 from registry.errors import BackendError, CheckpointError, ConfigError, InputError
 from registry.registry import register_converter, register_tokenizer
+from zoo.audio_batch import check_lengths, resample_clips
 from zoo.layers import flow
 from zoo.layers.attention import MaskSpec, attention
 from zoo.layers.mel import LogMel
@@ -525,7 +526,7 @@ class TaDiCodecTokenizer(Tokenizer):
             )
         wave = self.prepare(x)
         batch, _, total = wave.shape
-        counts = _check_lengths(lengths, batch, total)
+        counts = check_lengths(lengths, batch, total)
         if sample_rate is not None and int(sample_rate) != self.config.sample_rate:
             wave, counts = self._resample(wave, counts, sample_rate)
         prompt_mels = None if prompt is None else self._prompt_mels(prompt, batch, "prompt")
@@ -981,22 +982,7 @@ class TaDiCodecTokenizer(Tokenizer):
         return t.to(device=self.device, dtype=self.dtype)
 
     def _resample(self, wave: Tensor, counts: list[int], rate: int) -> tuple[Tensor, list[int]]:
-        import warnings
-
-        from modalities.resample import resample
-
-        if int(rate) != rate or int(rate) <= 0:
-            raise InputError(f"sample_rate must be a positive whole number of Hz; got {rate}")
-        target = self.config.sample_rate
-        warnings.warn(
-            f"tadicodec runs at {target} Hz; resampling the {int(rate)} Hz input. Pass {target} Hz audio to skip "
-            f"this (modalities.audio.load(path, sample_rate={target})).",
-            stacklevel=3,
-        )
-        clips = [resample(wave[b, 0, : counts[b]], int(rate), target) for b in range(wave.shape[0])]
-        new_counts = [int(c.shape[-1]) for c in clips]
-        out = torch.stack([F.pad(c, (0, max(new_counts) - c.shape[-1])) for c in clips])[:, None]
-        return out.to(device=wave.device, dtype=wave.dtype), new_counts
+        return resample_clips(wave, counts, rate, self.config.sample_rate, "tadicodec")
 
 
 def _hub_cached_folder(repo: str) -> Path | None:
@@ -1009,21 +995,6 @@ def _hub_cached_folder(repo: str) -> Path | None:
         repo, f"{TEXT_TOKENIZER_FOLDER}/tokenizer.json", cache_dir=os.environ.get("HF_HUB_CACHE")
     )
     return Path(found).parent if isinstance(found, str) else None
-
-
-def _check_lengths(lengths: Sequence[int] | Tensor | None, batch: int, total: int) -> list[int]:
-    if lengths is None:
-        return [total] * batch
-    values = torch.as_tensor(lengths).reshape(-1)
-    if values.dtype.is_floating_point or values.dtype == torch.bool or values.numel() != batch:
-        raise InputError(
-            f"lengths must hold one integer sample count per clip ({batch}); got shape {tuple(values.shape)} "
-            f"of {values.dtype}"
-        )
-    counts = [int(v) for v in values]
-    if min(counts) < 1 or max(counts) > total:
-        raise InputError(f"lengths must lie in [1, {total}] (the padded length); got {counts}")
-    return counts
 
 
 def _as_float_tensor(x: Any, what: str) -> Tensor:

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from registry import register_converter, register_tokenizer
 from registry.checkpoint import dig, load_state_strict
+from registry.config import plain_config
 from registry.errors import CheckpointError, ConfigError, InputError, UnsupportedError
 from zoo.audio_batch import check_lengths, resample_clips
 from zoo.layers.quantize.vq import VectorQuantizer
@@ -387,11 +388,7 @@ def config_from_upstream(upstream_config: Any) -> WavTokenizerConfig:
             "wavtokenizer's converter needs the upstream config (feature_extractor / backbone / head init_args, "
             "as in the upstream YAML's model.init_args); registered variants carry it under upstream.config"
         )
-    cfg: Any = upstream_config
-    if hasattr(cfg, "items") and not isinstance(cfg, dict):
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg: Any = plain_config(upstream_config)
     if "model" in cfg:
         cfg = cfg["model"]
     if "init_args" in cfg and "feature_extractor" not in cfg:

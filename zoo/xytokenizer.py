@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from registry import register_converter, register_tokenizer
 from registry.checkpoint import load_state_strict
+from registry.config import plain_config
 from registry.errors import CheckpointError, ConfigError, InputError, UnsupportedError
 from zoo.audio_batch import check_lengths, resample_clips
 from zoo.layers.attention import MaskSpec
@@ -756,11 +757,7 @@ def config_from_upstream(upstream_config: Any) -> XYTokenizerConfig:
             "xytokenizer's converter needs the upstream config (config/xy_tokenizer_config.yaml, or its "
             "generator_params); registered variants carry it under upstream.config"
         )
-    cfg: Any = upstream_config
-    if hasattr(cfg, "items") and not isinstance(cfg, dict):
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg: Any = plain_config(upstream_config)
     params = cfg.get("generator_params", cfg)
     fe = _kwargs(params, "feature_extractor_kwargs")
     sem = _kwargs(params, "semantic_encoder_kwargs")
