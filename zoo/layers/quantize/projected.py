@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from registry.errors import ConfigError
 from zoo.layers.quantize.base import Quantizer, QuantizerOutput, check_ids, check_latents
-from zoo.layers.quantize.residual import mean_losses
+from zoo.layers.quantize.residual import residual_forward
 from zoo.layers.quantize.usage import CodebookUsage
 from zoo.layers.quantize.vq import VectorQuantizer
 
@@ -154,20 +154,7 @@ class ResidualLFQ(Quantizer):
 
     def forward(self, z: Tensor, num_quantizers: int | None = None) -> QuantizerOutput:
         check_latents(z, self.dim)
-        residual = self.input_proj(z.float())
-        quantized: Tensor | None = None
-        ids, losses = [], []
-        for layer in self.layers[: self._depth(num_quantizers)]:
-            out = layer(residual)
-            residual = residual - out.quantized
-            quantized = out.quantized if quantized is None else quantized + out.quantized
-            ids.append(out.ids)
-            losses.append(out.losses)
-        assert quantized is not None
-        stacked = torch.stack(ids, dim=-1)
-        usage = (
-            CodebookUsage.from_ids(stacked, self.codebook_size, codebook_axis=True)
-            if stacked.numel()
-            else None
-        )
-        return QuantizerOutput(self.output_proj(quantized), stacked, mean_losses(losses), usage)
+        layers = self.layers[: self._depth(num_quantizers)]
+        out = residual_forward(layers, self.input_proj(z.float()), self.codebook_size)
+        out.quantized = self.output_proj(out.quantized)
+        return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -86,23 +87,25 @@ class ResidualVQ(Quantizer):
         depth = self._depth(num_quantizers)
         if self.training and self.quantizer_dropout > 0 and random.random() < self.quantizer_dropout:
             depth = random.randint(1, depth)
-        residual = z
-        quantized: Tensor | None = None
-        ids, losses = [], []
-        for layer in self.layers[:depth]:
-            out = layer(residual)
-            residual = residual - out.quantized
-            quantized = out.quantized if quantized is None else quantized + out.quantized
-            ids.append(out.ids)
-            losses.append(out.losses)
-        assert quantized is not None
-        stacked = torch.stack(ids, dim=-1)
-        usage = (
-            CodebookUsage.from_ids(stacked, self.codebook_size, codebook_axis=True)
-            if stacked.numel()
-            else None
-        )
-        return QuantizerOutput(quantized=quantized, ids=stacked, losses=mean_losses(losses), usage=usage)
+        return residual_forward(self.layers[:depth], z, self.codebook_size)
+
+
+def residual_forward(layers: Iterable[Quantizer], z: Tensor, codebook_size: int) -> QuantizerOutput:
+    """Quantize `z` with each layer in turn on what the previous ones left; ids stacked on the last axis."""
+    residual = z
+    quantized: Tensor | None = None
+    ids, losses = [], []
+    for layer in layers:
+        out = layer(residual)
+        residual = residual - out.quantized
+        quantized = out.quantized if quantized is None else quantized + out.quantized
+        ids.append(out.ids)
+        losses.append(out.losses)
+    if quantized is None:
+        raise InputError("a residual quantizer needs at least one layer (num_quantizers >= 1)")
+    stacked = torch.stack(ids, dim=-1)
+    usage = CodebookUsage.from_ids(stacked, codebook_size, codebook_axis=True) if stacked.numel() else None
+    return QuantizerOutput(quantized=quantized, ids=stacked, losses=mean_losses(losses), usage=usage)
 
 
 class GroupVQ(Quantizer):
