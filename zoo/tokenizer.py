@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from registry.errors import InputError, UnsupportedError
+from zoo.layers.quantize.base import checks_enabled
 from zoo.spec import TokenSpec
 from zoo.tokens import Tokens
 
@@ -29,11 +30,8 @@ _LAYOUTS = {
 
 
 def is_exporting() -> bool:
-    """True inside torch.onnx / torch.export / tracing, where Python-side checks must not run."""
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and getattr(compiler, "is_exporting", None) and compiler.is_exporting():
-        return True
-    return bool(torch.jit.is_tracing() or torch.jit.is_scripting())
+    """True inside torch.onnx / torch.export / tracing / compiling, where Python-side checks must not run."""
+    return not checks_enabled()
 
 
 def as_canonical(x: Any, modality: str, channels: int | None = None) -> torch.Tensor:
