@@ -184,6 +184,13 @@ def test_codebook_usage_matches_numpy():
     assert usage.entropy_bits == pytest.approx(float(entropy / np.log(2)), rel=1e-12)
     assert metrics.codebook_usage(torch.arange(32).repeat(3), 32).perplexity == pytest.approx(32.0)
     assert metrics.codebook_usage(torch.zeros(10, dtype=torch.long), 8).perplexity == pytest.approx(1.0)
+    # Without the full histogram (huge vocabularies in training logs): the same statistics, used codes only.
+    cheap = metrics.codebook_usage(ids, 64, histogram=False)
+    assert np.array_equal(cheap.counts.numpy(), counts[counts > 0])
+    assert (cheap.used, cheap.usage, cheap.perplexity) == (usage.used, usage.usage, usage.perplexity)
+    huge = metrics.codebook_usage(torch.tensor([3, 1 << 40, 3]), 1 << 41, histogram=False)
+    two_to_one = -(2 / 3) * np.log(2 / 3) - (1 / 3) * np.log(1 / 3)
+    assert huge.used == 2 and huge.perplexity == pytest.approx(float(np.exp(two_to_one)))
 
 
 def test_metric_input_errors():

@@ -307,7 +307,7 @@ def _usage(ids: Tensor | None, sizes: tuple[int, ...]) -> dict[str, float]:
         return {}
     ids = ids.detach().cpu()
     per = [ids[..., i] for i in range(ids.shape[-1])] if len(sizes) > 1 and ids.shape[-1] == len(sizes) else [ids]
-    stats = [codebook_usage(i, size) for i, size in zip(per, sizes, strict=False)]
+    stats = [codebook_usage(i, size, histogram=False) for i, size in zip(per, sizes, strict=False)]
     return {
         "usage": sum(s.usage for s in stats) / len(stats),
         "perplexity": sum(s.perplexity for s in stats) / len(stats),
