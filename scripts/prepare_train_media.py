@@ -3,7 +3,9 @@
 Everything comes from package mirrors, never from the web at large, so a run can be repeated offline:
 
 - images: two photographs in the scikit-learn wheel (china.jpg, flower.jpg, CC BY 2.0), Grace Hopper's
-  portrait in the matplotlib wheel (US Navy, public domain), and frames of the bundled Big Buck Bunny clip
+  portrait in the matplotlib wheel (US Navy, public domain), the twelve nature photographs of Debian's
+  mate-backgrounds package (GPL-2+, authors in its copyright file; scaled to 640 px on the long side so
+  their detail matches the held-out photographs') and frames of the bundled Big Buck Bunny clip
   (CC BY 3.0); the scikit-image photographs are read in place with `pkg:` paths by the train config;
 - speech: the Asterisk core prompts in G.722 (16 kHz wideband) from Debian's asterisk-core-sounds-*-g722
   packages (five voices: en/es Allison Smith, fr June Wallack, it Carlo Flora, ru IvrvoiceRU; CC BY-SA 3.0 /
@@ -31,6 +33,7 @@ WHEEL_IMAGES = {
     "scikit-learn": ["sklearn/datasets/images/china.jpg", "sklearn/datasets/images/flower.jpg"],
     "matplotlib": ["matplotlib/mpl-data/sample_data/grace_hopper.jpg"],
 }
+PHOTO_SIDE = 640
 VOICES = ["en", "es", "fr", "it", "ru"]
 HELDOUT_PROMPTS = 6  # per voice: the last prompts in name order are kept out of training, as held-out speech
 
@@ -42,6 +45,17 @@ def _pip_download(spec: str, dest: Path, sdist: bool = False) -> Path | None:
         print(f"skip: pip could not download {spec}")
         return None
     return max(dest.iterdir(), key=lambda p: p.stat().st_mtime)
+
+
+def _apt_unpack(package: str, work: Path) -> Path | None:
+    """`apt-get download` a Debian package and unpack it (no install, no maintainer scripts)."""
+    run = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True, text=True)
+    debs = sorted(work.glob(f"{package}_*.deb"))
+    if run.returncode != 0 or not debs:
+        print(f"skip: apt-get download {package} failed")
+        return None
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(work / package)], check=True)
+    return work / package
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -60,6 +74,20 @@ def images(out: Path, work: Path) -> None:
             for member in members:
                 _write_atomic(out / "images" / Path(member).name, zf.read(member))
                 print(f"image: {member}")
+    mate = _apt_unpack("mate-backgrounds", work)
+    if mate is not None:
+        from PIL import Image
+
+        for photo in sorted(mate.rglob("backgrounds/mate/nature/*.jpg")):
+            with Image.open(photo) as im:
+                im = im.convert("RGB")
+                scale = PHOTO_SIDE / max(im.size)
+                if scale < 1:
+                    im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
+                tmp = out / "images" / f".mate_{photo.stem}.png"
+                im.save(tmp)
+                tmp.replace(out / "images" / f"mate_{photo.stem}.png")
+            print(f"image: mate_{photo.stem}.png")
     sys.path.insert(0, str(ROOT))
     import modalities
 
@@ -88,14 +116,9 @@ def speech(out: Path, work: Path, minutes_per_voice: float) -> None:
     (out / "speech").mkdir(parents=True, exist_ok=True)
     (out / "speech_heldout").mkdir(parents=True, exist_ok=True)
     for lang in VOICES:
-        package = f"asterisk-core-sounds-{lang}-g722"
-        run = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True, text=True)
-        debs = sorted(work.glob(f"{package}_*.deb"))
-        if run.returncode != 0 or not debs:
-            print(f"skip: apt-get download {package} failed")
+        unpacked = _apt_unpack(f"asterisk-core-sounds-{lang}-g722", work)
+        if unpacked is None:
             continue
-        unpacked = work / package
-        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(unpacked)], check=True)
         prompts = sorted(unpacked.rglob("*.g722"))
         voice = prompts[0].relative_to(unpacked).parts[4]  # usr/share/asterisk/sounds/<voice>/...
         heldout, train = prompts[-HELDOUT_PROMPTS:], prompts[:-HELDOUT_PROMPTS]

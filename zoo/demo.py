@@ -51,7 +51,10 @@ def _ids_summary(tokens: Any) -> str:
 
 def _codebook(tok: Any) -> int | None:
     sizes = tuple(tok.spec.codebook_sizes)
-    return int(sizes[0]) if sizes and int(sizes[0]) <= 1 << 20 else None
+    return int(sizes[0]) if sizes else None
+
+
+PLOTTED_CODES = 1 << 20  # a histogram of more bins than this says nothing a reader can see
 
 
 def _images(tok: Any, out: Path, label: str) -> Section:
@@ -117,13 +120,16 @@ def _usage_plot(tok: Any, ids: list[Tensor], path: Path, section: Section) -> No
 
     size = _codebook(tok)
     if not ids or size is None:
-        section.notes.append("no codebook histogram (continuous tokens or a codebook too large to plot)")
+        section.notes.append("no codebook histogram (continuous tokens)")
         return
     books = len(tuple(tok.spec.codebook_sizes))
     flat = torch.cat([(i[..., 0] if books > 1 and i.shape[-1] == books else i).reshape(-1) for i in ids]).cpu()
-    usage = codebook_usage(flat, size)
+    usage = codebook_usage(flat, size, histogram=False)
     section.metrics["codes used"] = float(usage.used)
     section.metrics["codebook perplexity"] = float(usage.perplexity)
+    if size > PLOTTED_CODES:
+        section.notes.append(f"no codebook histogram: {size:,} codes are too many bins to plot")
+        return
     section.plots["codebook usage (first codebook)"] = modalities.plots.codebook_histogram(flat, size, path).name
 
 

@@ -525,6 +525,10 @@ class Trainer:
 
 
 def _display(path: Path) -> str:
+    """How a card names a media file: `pkg:` for files inside installed packages, else repo-relative."""
+    parts = path.resolve().parts
+    if "site-packages" in parts:
+        return "pkg:" + "/".join(parts[parts.index("site-packages") + 1 :])
     try:
         return str(path.resolve().relative_to(_repo_root()))
     except ValueError:
