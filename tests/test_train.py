@@ -76,6 +76,11 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
         torch.testing.assert_close(sa[key], sb[key], rtol=1e-5, atol=1e-6, msg=key)
     log = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert {"event": "resume", "step": 3} in log
+    # stop_after=0 trains nothing more: it rewrites the same checkpoint from the saved state.
+    again = T.train(_image_config(tmp_path / "b", stop_after=0))
+    assert torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)["step"] == 6
+    for key, value in zoo.from_pretrained(str(again)).state_dict().items():
+        torch.testing.assert_close(value, sb[key], rtol=0, atol=0, msg=key)
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
     first = [r["loss"] for r in log if "loss" in r]
     reference = [json.loads(line)["loss"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]

@@ -98,7 +98,9 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 200
     max_minutes: float | None = None  # stop early (and still evaluate/save) after this wall time
-    stop_after: int | None = None  # stop this invocation after so many steps; run again to resume
+    # Stop this invocation after so many steps (run again to resume); 0 only re-evaluates and rewrites the
+    # checkpoint and its card from the saved state (e.g. after editing the card text).
+    stop_after: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -476,7 +478,7 @@ class Trainer:
             log.write(json.dumps({"event": "resume", "step": self.step}) + "\n")
         bar = tqdm(total=cfg.optim.steps, initial=self.step, desc=f"train {cfg.name}", dynamic_ncols=True)
         start = time.perf_counter() - self.seconds
-        stop = min(cfg.optim.steps, self.step + cfg.stop_after) if cfg.stop_after else cfg.optim.steps
+        stop = min(cfg.optim.steps, self.step + cfg.stop_after) if cfg.stop_after is not None else cfg.optim.steps
         try:
             while self.step < stop:
                 row = self.train_step(self.sampler.batch().to(self.device))
