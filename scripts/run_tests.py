@@ -19,7 +19,8 @@ def main(argv: list[str]) -> int:
     workers = os.environ.get("TOKENZOO_TEST_WORKERS", "2")
     env = dict(os.environ)
     env.setdefault("TOKENZOO_TEST_THREADS", "1" if workers != "0" else "2")
-    base = [sys.executable, "-m", "pytest", *argv]
+    # The slowest tests in every log: the suite must stay under 20 minutes on 2 cores.
+    base = [sys.executable, "-m", "pytest", "--durations=25", *argv]
     parallel = ["-n", workers, "--dist", "loadfile"] if workers != "0" else []
     first = subprocess.call([*base, *parallel, "-m", "not bigmem"], env=env)
     env["TOKENZOO_TEST_THREADS"] = "2"
