@@ -24,23 +24,13 @@ import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import zoo  # noqa: E402
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (allocations, oneDNN primitive caches)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from bench.timing import best_of  # noqa: E402
 
 
 def speechlike(seconds: float, rate: int = 24000, seed: int = 0) -> torch.Tensor:

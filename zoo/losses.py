@@ -94,6 +94,16 @@ class PatchDiscriminator(nn.Module):
         return [[*feats, h]]
 
 
+def _features(convs: nn.ModuleList, out: nn.Module, h: Tensor) -> list[Tensor]:
+    """Every layer's activation (leaky ReLU 0.1) and the final logits: what feature matching compares."""
+    feats = []
+    for conv in convs:
+        h = F.leaky_relu(conv(h), 0.1)
+        feats.append(h)
+    feats.append(out(h))
+    return feats
+
+
 class _PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, width: int) -> None:
         super().__init__()
@@ -108,13 +118,7 @@ class _PeriodDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         pad = (-x.shape[-1]) % self.period
         h = F.pad(x, (0, pad), mode="reflect" if pad < x.shape[-1] else "constant")
-        h = h.reshape(h.shape[0], 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), 0.1)
-            feats.append(h)
-        feats.append(self.out(h))
-        return feats
+        return _features(self.convs, self.out, h.reshape(h.shape[0], 1, -1, self.period))
 
 
 class _ScaleDiscriminator(nn.Module):
@@ -128,12 +132,7 @@ class _ScaleDiscriminator(nn.Module):
         self.out = nn.utils.parametrizations.weight_norm(nn.Conv1d(width * 16, 1, 3, 1, 1))
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        feats, h = [], x
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), 0.1)
-            feats.append(h)
-        feats.append(self.out(h))
-        return feats
+        return _features(self.convs, self.out, x)
 
 
 class AudioDiscriminator(nn.Module):
