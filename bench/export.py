@@ -95,7 +95,6 @@ def main() -> None:
 
     import torch
 
-    sys.path.insert(0, str(REPO))
     from registry import list_tokenizers
 
     torch.set_num_threads(args.threads)

@@ -38,7 +38,6 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    sys.path.insert(0, str(REPO))
     import registry
 
     torch.set_num_threads(args.threads)
